@@ -1,0 +1,38 @@
+"""Shared fixtures: where the golden data and the demo media live, skipping cleanly when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path:
+    """``$LSYNC_REFERENCE_DIR``, or ``../shared/reference`` beside the repository."""
+    return Path(os.environ.get("LSYNC_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
+
+
+def media_dir() -> Path:
+    """``$LSYNC_MEDIA_DIR``, or ``../shared/media`` beside the repository."""
+    return Path(os.environ.get("LSYNC_MEDIA_DIR", REPO_ROOT.parent / "shared" / "media"))
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    """The golden-data directory; tests using it skip when it is not there."""
+    root = reference_dir()
+    if not root.is_dir():
+        pytest.skip(f"golden data not found at {root} (set LSYNC_REFERENCE_DIR)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    """The real demo videos and audio; tests using it skip when they are not there."""
+    root = media_dir()
+    if not (root / "demo1_video.mp4").is_file():
+        pytest.skip(f"demo media not found at {root} (set LSYNC_MEDIA_DIR)")
+    return root
