@@ -1,0 +1,132 @@
+"""The ``lsync`` command line: one short function per command.
+
+Heavy libraries (torch, mediapipe, diffusers) are imported inside the commands so that ``lsync --help``
+answers instantly. Errors from the package (:mod:`lsync.errors`) and from click are rendered as a single line,
+``lsync: error: <what>, <fix>``, with exit code 2 for bad usage or input and 1 for failures.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from lsync import __version__
+from lsync.console import configure, console, is_verbose
+from lsync.errors import LsyncError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+# ----------------------------------------------------------------------------------------------- shared options
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    # The flag may come before or after the command name; either turns it on for the whole run.
+    if value:
+        flags = ctx.find_root().ensure_object(dict)
+        flags[param.name] = True
+        configure(quiet=flags.get("quiet", False), verbose=flags.get("verbose", False))
+    return value
+
+
+def verbosity_options(func):
+    """``-q/--quiet`` and ``-v/--verbose``, accepted on the group and on every command."""
+    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+                        help="Show debug logs and tracebacks.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+                        help="No progress bars, warnings and errors only.")(func)
+    return func
+
+
+def config_options(func):
+    """``--config FILE`` and repeatable ``--set key=value`` for stage commands."""
+    func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override any config key (dotted for sections), e.g. --set resolution=512.")(func)
+    func = click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                        help="YAML file of config keys (applied after the preset, before flags).")(func)
+    return func
+
+
+# ----------------------------------------------------------------------------------------------- group
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="lsync")
+@verbosity_options
+def cli() -> None:
+    """lsync: audio-driven lip-sync in the LatentSync style.
+
+    \b
+    Stages (each reads a manifest directory and writes one):
+      lsync preprocess raw/ data/          probe, 25 fps / 16 kHz, shots, clips, faces, alignment
+      lsync train syncnet data/ runs/sync  audio-visual sync expert
+      lsync train unet data/ runs/unet     latent-diffusion U-Net
+      lsync infer video.mp4 audio.wav      lip-synced video out
+    """
+
+
+# ----------------------------------------------------------------------------------------------- synth
+@cli.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips", type=click.IntRange(min=1), default=4, show_default=True, help="Number of videos.")
+@click.option("--seconds", type=click.FloatRange(min=0.5), default=6.0, show_default=True, help="Length of each.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same decoded frames and samples.")
+@click.option("--fps", type=click.IntRange(min=1), default=25, show_default=True, help="Video frame rate.")
+@click.option("--av-offset", type=int, default=0, show_default=True,
+              help="Shift the audio by whole frames (positive: audio late) to make known out-of-sync clips.")
+@verbosity_options
+def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset: int) -> None:
+    """Write synthetic talking-face videos (offline data for the demo and the tests) into OUT."""
+    from lsync.synth import synthesize
+
+    result = synthesize(out, clips=clips, seconds=seconds, seed=seed, fps=fps, av_offset=av_offset)
+    console.print(f"[green]wrote[/] {len(result['files'])} clips to {out}")
+
+
+# ----------------------------------------------------------------------------------------------- inspect
+@cli.command(context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@verbosity_options
+def inspect(directory: Path, as_json: bool) -> None:
+    """Summarise any lsync directory: kind, key config, counts, rejects by reason, metrics."""
+    from lsync.inspect import render_summary, summarize
+
+    summary = summarize(directory)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        render_summary(summary)
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the group and turn every error into one line and an exit code."""
+    configure()
+    try:
+        result = cli.main(args=argv, prog_name="lsync", standalone_mode=False)
+    except LsyncError as exc:
+        _fail(exc.message, exc.exit_code, exc)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        _fail("interrupted; rerun the same command to resume", 130, exc)
+    except click.ClickException as exc:
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f", see '{exc.ctx.command_path} --help'"
+        _fail(f"{exc.format_message().rstrip('.')}{hint}", exc.exit_code, None)
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1, exc)
+    # Without standalone mode click returns the exit code of --help/--version, or the command's value.
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int, exc: BaseException | None) -> None:
+    if exc is not None and is_verbose():
+        console.print_exception()
+    message = " ".join(str(message).split())  # one line, always
+    click.echo(f"lsync: error: {message}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
