@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from lsync import __version__
-from lsync.console import configure, console, is_verbose
+from lsync.console import configure, console, is_verbose, result_console
 from lsync.errors import LsyncError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -97,6 +97,62 @@ def inspect(directory: Path, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         render_summary(summary)
+
+
+# ----------------------------------------------------------------------------------------------- weights
+@cli.group(context_settings=CONTEXT)
+def weights() -> None:
+    """Released weights: what each preset needs, where it is, and fetching it."""
+
+
+WEIGHT_PRESETS = ("tiny", "latentsync-1.5", "latentsync-1.6")
+weights_dir_option = click.option(
+    "--weights-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Folder searched first (then $LSYNC_WEIGHTS, ~/.cache/lsync, the Hugging Face cache).")
+
+
+@weights.command("list", context_settings=CONTEXT)
+@click.option("--preset", type=click.Choice(WEIGHT_PRESETS), help="Only this preset (default: all).")
+@weights_dir_option
+@click.option("--no-checksum", is_flag=True, help="Skip hashing found files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
+@verbosity_options
+def weights_list(preset: str | None, weights_dir: Path | None, no_checksum: bool, as_json: bool) -> None:
+    """Show every file a preset needs, where it is looked for, found or missing, and its checksum."""
+    from rich.table import Table
+
+    from lsync.weights import weight_status
+
+    rows = [row for name in ([preset] if preset else WEIGHT_PRESETS)
+            for row in weight_status(name, weights_dir, checksums=not no_checksum)]
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="weights", title_justify="left")
+    for column in ("preset", "role", "needed for", "status", "path", "sha256"):
+        table.add_column(column)
+    for name in [preset] if preset else WEIGHT_PRESETS:
+        if not any(r["preset"] == name for r in rows):
+            table.add_row(name, "-", "-", "[green]ready[/]", "random init, no files", "")
+    for r in rows:
+        status = "[green]found[/]" if r["found"] else "[red]missing[/]"
+        table.add_row(r["preset"], r["role"], r["needed_for"], status, r["path"], (r["sha256"] or "")[7:23])
+    result_console.print(table)
+
+
+@weights.command("fetch", context_settings=CONTEXT)
+@click.option("--preset", type=click.Choice(WEIGHT_PRESETS), required=True)
+@weights_dir_option
+@click.option("--for", "need", type=click.Choice(["inference", "training", "both"]), default="both", show_default=True)
+@verbosity_options
+def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
+    """Download a preset's missing files from the Hugging Face hub (needs network access)."""
+    from lsync.weights import fetch
+
+    fetched = fetch(preset, weights_dir, need=need)
+    console.print(f"[green]{len(fetched)} file(s) fetched[/] for {preset}" if fetched else f"{preset}: nothing to fetch")
 
 
 # ----------------------------------------------------------------------------------------------- entry point

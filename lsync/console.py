@@ -23,8 +23,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-#: Everything human-facing goes to stderr.
+#: Logs, progress and messages go to stderr ...
 console = Console(stderr=True)
+#: ... results a user asked for (tables of ``inspect``, ``weights list``) go to stdout.
+result_console = Console()
 
 
 @dataclass

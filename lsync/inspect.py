@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lsync.console import console
+from lsync.console import result_console as console
 from lsync.errors import InputError
 from lsync.manifest import MANIFEST_NAME, read_manifest, read_records
 
