@@ -99,6 +99,62 @@ def inspect(directory: Path, as_json: bool) -> None:
         render_summary(summary)
 
 
+# ----------------------------------------------------------------------------------------------- preprocess
+@cli.command(context_settings=CONTEXT)
+@click.argument("inputs", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", default="default", show_default=True, help="configs/preprocess/<name>.yaml or a YAML path.")
+@click.option("--resolution", type=click.IntRange(min=64), help="Aligned face size (256; 512 for LatentSync 1.6).")
+@click.option("--min-seconds", "min_clip_seconds", type=float, help="Shortest clip.")
+@click.option("--max-seconds", "max_clip_seconds", type=float, help="Longest clip.")
+@click.option("--detector", type=click.Choice(["mediapipe", "insightface"]), help="Face detector.")
+@click.option("--detector-models", type=click.Path(path_type=Path), help="InsightFace model pack (buffalo_l).")
+@click.option("--face-select", type=click.Choice(["largest", "center"]), help="Which face to follow.")
+@click.option("--min-face", type=int, help="Reject faces smaller than this (px).")
+@click.option("--max-gap", type=int, help="Interpolate up to this many face-less frames.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1), help="Share of sources in the val split.")
+@click.option("--workers", type=click.IntRange(min=1), help="Processes (sources are shared dynamically).")
+@click.option("--shard", help="i/n: process the i-th of n deterministic partitions (merge with lsync merge).")
+@click.option("--force", is_flag=True, help="Discard outputs made with another config and start over.")
+@config_options
+@verbosity_options
+def preprocess(inputs: Path, out: Path, preset: str, force: bool, config_file: Path | None,
+               overrides: tuple[str, ...], **flags) -> None:
+    """Turn raw videos (a folder or a text file of paths) into a data directory of aligned clips."""
+    from lsync.config import resolve_config
+    from lsync.stages.preprocess import PreprocessConfig, run
+
+    if flags.get("detector_models") is not None:
+        flags["detector_models"] = str(flags["detector_models"])
+    config = resolve_config(PreprocessConfig, "preprocess", preset, config_file, flags, overrides)
+    summary = run(inputs, out, config, force=force)
+    _print_data_summary(out, summary)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@verbosity_options
+def merge(out: Path, shards: tuple[Path, ...]) -> None:
+    """Join the data directories of `preprocess --shard` runs into one."""
+    from lsync.stages.merge import merge as merge_shards
+
+    _print_data_summary(out, merge_shards(out, list(shards)))
+
+
+def _print_data_summary(out: Path, summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{out}", title_justify="left")
+    for column in ("clips", "hours", "train / val", "sources", "rejects"):
+        table.add_column(column)
+    rejects = ", ".join(f"{reason}: {count}" for reason, count in sorted(summary["rejects"].items())) or "none"
+    splits = summary["splits"]
+    table.add_row(str(summary["clips"]), f"{summary['hours']:.3f}", f"{splits.get('train', 0)} / {splits.get('val', 0)}",
+                  f"{summary['sources_accepted']} of {summary['sources']}", rejects)
+    result_console.print(table)
+
+
 # ----------------------------------------------------------------------------------------------- weights
 @cli.group(context_settings=CONTEXT)
 def weights() -> None:

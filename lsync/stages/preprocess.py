@@ -1,0 +1,545 @@
+"""``lsync preprocess raw/ data/``: sources in, aligned 25 fps / 16 kHz clips out - resumable and parallel.
+
+Per source (one worker process each, taken from a dynamic queue):
+
+1. **probe** - unusable files become ``rejects.jsonl`` lines (``unreadable``, ``no_video``, ``no_audio``,
+   ``too_short``) instead of crashing the run;
+2. **analysis pass** - decode at 25 fps on a small copy (long side ``detect_size``): shot cuts, faces per frame;
+3. **track** - follow one subject so identity cannot switch mid-clip, fill short gaps, split on long ones;
+4. **plan** - clips of ``min..max`` seconds inside one shot and one track segment (:mod:`lsync.data.clip_plan`);
+5. **write pass** - decode again at full size and stream each planned clip's frames through the alignment
+   (:mod:`lsync.face.align`) into its own encoder; cut its audio sample-exactly (640 samples per frame).
+
+Two decoding passes keep memory flat: nothing holds more than one frame, whatever the video's length.
+
+Crash safety: every file is written under a temp name and renamed when complete; a source's records are
+appended in one write *after* its files exist, and ``sources.jsonl`` (one line per finished source) is
+appended last. A rerun removes temp debris, records of unfinished sources and files no record points
+to, then processes only what is not finished - so a kill at any moment and a rerun give the same result
+as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import unicodedata
+import wave
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lsync.config import config_to_dict, save_config_yaml, load_yaml
+from lsync.console import get_logger, progress
+from lsync.errors import InputError, UsageError
+from lsync.manifest import (
+    MANIFEST_NAME,
+    TEMP_PREFIX,
+    RecordWriter,
+    atomic_output,
+    json_digest,
+    quick_file_digest,
+    read_records,
+    remove_temp_debris,
+    rewrite_records,
+    write_manifest,
+)
+
+log = get_logger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+FPS = 25
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+CLIPS_DIR = "clips"
+CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, CONFIG_FILE = "clips.jsonl", "rejects.jsonl", "sources.jsonl", "config.yaml"
+# Config keys that change how the work is spread, not what it produces: a rerun may change them freely.
+RUNTIME_KEYS = ("workers",)
+
+
+@dataclass
+class PreprocessConfig:
+    """Everything that shapes a data directory. Defaults follow the LatentSync recipe."""
+
+    resolution: int = 256  # aligned face size (256 for LatentSync 1.5, 512 for 1.6)
+    min_clip_seconds: float = 5.0
+    max_clip_seconds: float = 10.0
+    detector: Literal["mediapipe", "insightface"] = "mediapipe"
+    detector_models: str | None = None  # InsightFace model pack folder (buffalo_l)
+    detect_size: int = 640  # faces are detected on frames scaled to this long side
+    face_select: Literal["largest", "center"] = "largest"
+    max_gap: int = 5  # frames without a face that are interpolated; longer gaps split the clip
+    min_face: int = 50  # px (short side of the face box, full-resolution frame)
+    smooth_landmarks: float = 1.0  # temporal smoothing strength (sigma in frames); 0 = off
+    shot_threshold: float = 3.0  # adaptive content-detector ratio
+    shot_min_content: float = 15.0
+    val_fraction: float = 0.1  # share of sources in the val split (by a hash of the source path)
+    crf: int = 15  # H.264 quality of the aligned clips (lower is better; <= 15 keeps detail for training)
+    workers: int = 1
+    shard: str | None = None  # "i/n": process only the i-th of n deterministic partitions of the sources
+
+
+# ================================================================================================ sources
+@dataclass(frozen=True)
+class Source:
+    path: Path  # absolute path to read
+    key: str  # stable name in records: path relative to the input folder (or as listed)
+
+
+def list_sources(inputs: Path, out_dir: Path) -> list[Source]:
+    """Video files under a folder (recursive, never inside ``out_dir``) or listed in a text file."""
+    if not inputs.exists():
+        raise InputError(f"{inputs} does not exist", "pass a folder of videos or a text file of paths")
+    if inputs.is_dir():
+        out_resolved = out_dir.resolve()
+        found = []
+        for path in sorted(inputs.rglob("*")):
+            if path.suffix.lower() not in VIDEO_EXTENSIONS or not path.is_file():
+                continue
+            if out_resolved in path.resolve().parents:
+                continue  # our own outputs when data/ lives inside raw/
+            found.append(Source(path.resolve(), path.relative_to(inputs).as_posix()))
+        return found
+    lines = inputs.read_text(encoding="utf-8").splitlines()
+    sources = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        path = Path(entry).expanduser()
+        path = path if path.is_absolute() else inputs.parent / path
+        sources.append(Source(path.resolve(), entry))
+    return sources
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", shard.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise UsageError(f"--shard {shard!r} is not of the form i/n with 0 <= i < n", "write e.g. --shard 0/4")
+    return int(match[1]), int(match[2])
+
+
+def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
+    """Deterministic partition by a hash of the source key, the same on every machine."""
+    return shard is None or _stable_hash(key) % shard[1] == shard[0]
+
+
+def split_of(key: str, val_fraction: float) -> str:
+    return "val" if (_stable_hash("split:" + key) % 10_000) / 10_000 < val_fraction else "train"
+
+
+def clip_id(source_key: str, index: int) -> str:
+    """``<readable stem>-<8 hex of the source key>-<index>``: stable across reruns, unique per source."""
+    stem = unicodedata.normalize("NFKD", Path(source_key).stem).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_")[:40] or "clip"
+    return f"{stem}-{_stable_hash(source_key):016x}"[: len(stem) + 9] + f"-{index:03d}"
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
+
+
+# ================================================================================================ one source
+@dataclass
+class SourceResult:
+    source: dict[str, Any]
+    clips: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+
+def process_source(source: Source, out_dir: Path, config: PreprocessConfig, digest: str,
+                   frame_counter=None) -> SourceResult:
+    """Everything for one source; returns its records (the parent process appends them)."""
+    from lsync.media.probe import MediaInputError, probe
+
+    started = time.perf_counter()
+    base = {"source": source.key, "source_digest": digest}
+    try:
+        info = probe(source.path)
+        info.require(video=True, audio=True)
+    except MediaInputError as exc:
+        return _rejected(base, exc.reason, exc.message, started)
+    duration = min(info.video_duration_s or info.duration_s, info.audio_duration_s or info.duration_s)
+    if duration < config.min_clip_seconds:
+        return _rejected(base, "too_short", f"{duration:.2f} s of audio and video, a clip needs "
+                                            f"{config.min_clip_seconds:g} s", started)
+    try:
+        return _process_video(source, info, out_dir, config, base, started, frame_counter)
+    except MediaInputError as exc:  # e.g. a file that probes fine but fails mid-decode
+        return _rejected(base, exc.reason, exc.message, started)
+
+
+def _rejected(base: dict[str, Any], reason: str, detail: str, started: float) -> SourceResult:
+    reject = {**base, "reason": reason, "detail": detail}
+    source = {**base, "status": "rejected", "reason": reason, "clips": 0,
+              "seconds": round(time.perf_counter() - started, 3)}
+    return SourceResult(source=source, rejects=[reject])
+
+
+def _process_video(source, info, out_dir, config, base, started, frame_counter) -> SourceResult:
+    from lsync.face.detect import get_detector
+    from lsync.face.track import track_faces
+    from lsync.media.shots import ShotDetector, ShotDetectorConfig, shot_ranges
+    from lsync.media.video import VideoReader
+
+    from lsync.data.clip_plan import plan_clips
+
+    full_w, full_h = info.width, info.height
+    scale = min(1.0, config.detect_size / max(full_w, full_h))
+    small = (max(2, round(full_w * scale / 2) * 2), max(2, round(full_h * scale / 2) * 2))
+    to_full = np.array([full_w / small[0], full_h / small[1]], dtype=np.float64)
+
+    # ---- analysis pass: shots and faces on a small copy
+    shots = ShotDetector(ShotDetectorConfig(adaptive_threshold=config.shot_threshold,
+                                            min_content=config.shot_min_content))
+    detector = get_detector(config.detector, models_dir=config.detector_models)
+    per_frame_faces = []
+    for frame in VideoReader(source.path, fps=FPS, size=small):
+        shots.push(frame)
+        per_frame_faces.append([face.scaled(to_full) for face in detector.detect(frame)])
+        if frame_counter is not None:
+            with frame_counter.get_lock():
+                frame_counter.value += 1
+    detector.close()
+    num_frames = len(per_frame_faces)
+
+    with _temp_wav(source.path, out_dir) as wav_path:
+        audio_frames = _wav_length(wav_path) // SAMPLES_PER_FRAME
+        usable = min(num_frames, audio_frames)
+        segments = track_faces(per_frame_faces[:usable], frame_size=(full_w, full_h),
+                               face_select=config.face_select, max_gap=config.max_gap,
+                               min_face=config.min_face, smoothing=config.smooth_landmarks)
+        if not segments.tracks:
+            reason = segments.reject_reason or "no_face"
+            return _rejected(base, reason, segments.reject_detail or "no face found in any frame", started)
+
+        min_frames = round(config.min_clip_seconds * FPS)
+        max_frames = round(config.max_clip_seconds * FPS)
+        plan, dropped = plan_clips(shot_ranges(usable, shots.cuts()),
+                                   [(t.start, t.end) for t in segments.tracks], min_frames, max_frames)
+        rejects = [{**base, "reason": d.reason, "detail": d.detail, "start_frame": d.start, "end_frame": d.end}
+                   for d in dropped]
+        rejects += [{**base, **r} for r in segments.dropped]
+        if not plan:
+            result = _rejected(base, "no_clip", "no stretch of one face in one shot is long enough", started)
+            result.rejects = rejects + result.rejects
+            return result
+        split = split_of(source.key, config.val_fraction)
+        clips = _write_clips(source, out_dir, config, plan, segments.tracks, wav_path, split, base)
+
+    record = {**base, "status": "accepted", "clips": len(clips), "frames": num_frames,
+              "shots": len(shots.cuts()) + 1, "seconds": round(time.perf_counter() - started, 3)}
+    return SourceResult(source=record, clips=clips, rejects=rejects, frames=num_frames,
+                        seconds=num_frames / FPS)
+
+
+def _write_clips(source, out_dir, config, plan, tracks, wav_path, split, base) -> list[dict[str, Any]]:
+    """Second pass: stream full-size frames through the alignment into one encoder per clip."""
+    from lsync.face.align import align_face, similarity_transform
+    from lsync.media.video import VideoReader, VideoWriter
+
+    clips_dir = out_dir / CLIPS_DIR
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    first, last = plan[0].start, plan[-1].end
+    frames = iter(VideoReader(source.path, fps=FPS, start_frame=first, num_frames=last - first))
+    position = first
+    records = []
+    for clip in plan:
+        for _ in range(clip.start - position):  # frames between clips: decoded, not used
+            next(frames)
+        track = tracks[clip.track]
+        landmarks = track.landmarks3[clip.start - track.start: clip.end - track.start]
+        affines = np.stack([similarity_transform(points, config.resolution) for points in landmarks])
+        cid = clip_id(source.key, clip.index)
+        video_rel, audio_rel, meta_rel = (f"{CLIPS_DIR}/{cid}.mp4", f"{CLIPS_DIR}/{cid}.wav", f"{CLIPS_DIR}/{cid}.npz")
+        with VideoWriter(out_dir / video_rel, FPS, config.resolution, config.resolution, crf=config.crf,
+                         preset="medium") as writer:
+            for affine in affines:
+                aligned, _ = align_face(next(frames), affine=affine, resolution=config.resolution)
+                writer.write(aligned[None])
+        position = clip.end
+        _write_audio_slice(wav_path, out_dir / audio_rel, clip.start, clip.end)
+        stats = _face_stats(track, clip.start, clip.end)
+        with atomic_output(out_dir / meta_rel) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, affines=affines.astype(np.float32), landmarks3=landmarks.astype(np.float32),
+                         raw_landmarks3=track.raw_landmarks3[clip.start - track.start: clip.end - track.start]
+                         .astype(np.float32),
+                         bboxes=track.bboxes[clip.start - track.start: clip.end - track.start].astype(np.float32),
+                         interpolated=track.interpolated[clip.start - track.start: clip.end - track.start])
+        records.append({
+            "id": cid, **base, "index": clip.index, "split": split,
+            "start_frame": clip.start, "end_frame": clip.end, "num_frames": clip.end - clip.start,
+            "start": clip.start / FPS, "end": clip.end / FPS, "fps": FPS, "sample_rate": SAMPLE_RATE,
+            "num_samples": (clip.end - clip.start) * SAMPLES_PER_FRAME, "resolution": config.resolution,
+            "video": video_rel, "audio": audio_rel, "meta": meta_rel, "face": stats,
+        })
+    return records
+
+
+def _face_stats(track, start: int, end: int) -> dict[str, Any]:
+    boxes = track.bboxes[start - track.start: end - track.start]
+    sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return {
+        "mean_size_px": round(float(sizes.mean()), 1),
+        "min_size_px": round(float(sizes.min()), 1),
+        "interpolated_frames": int(track.interpolated[start - track.start: end - track.start].sum()),
+        "mean_score": round(float(track.scores[start - track.start: end - track.start].mean()), 4),
+    }
+
+
+# ================================================================================================ audio
+@contextlib.contextmanager
+def _temp_wav(source: Path, out_dir: Path) -> Iterator[Path]:
+    """The source's audio as 16 kHz mono 16-bit wav, in scratch space removed afterwards.
+
+    The temp prefix makes a file left by a killed worker count as debris that the next run deletes.
+    """
+    from lsync.media.ffmpeg import run_ffmpeg
+
+    folder = out_dir / CLIPS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}audio-", suffix=".wav", dir=folder)
+    os.close(fd)
+    path = Path(name)
+    try:
+        run_ffmpeg(["-i", source, "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+                    "-c:a", "pcm_s16le", "-y", path], what=f"extract the audio of {source}")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _wav_length(path: Path) -> int:
+    with wave.open(str(path), "rb") as wav:
+        return wav.getnframes()
+
+
+def _write_audio_slice(wav_path: Path, out_path: Path, start_frame: int, end_frame: int) -> None:
+    """Samples ``[start * 640, end * 640)``: exactly the clip's frames, nothing more."""
+    from lsync.media.audio import write_wav
+
+    with wave.open(str(wav_path), "rb") as wav:
+        wav.setpos(start_frame * SAMPLES_PER_FRAME)
+        pcm = np.frombuffer(wav.readframes((end_frame - start_frame) * SAMPLES_PER_FRAME), dtype="<i2")
+    write_wav(out_path, pcm.astype(np.int16), SAMPLE_RATE)
+
+
+# ================================================================================================ the run
+def run(inputs: Path, out_dir: Path, config: PreprocessConfig, force: bool = False) -> dict[str, Any]:
+    """Preprocess every source under ``inputs`` into ``out_dir``; returns the summary written to lsync.json."""
+    started = time.perf_counter()
+    shard = parse_shard(config.shard)
+    sources = [s for s in list_sources(inputs, out_dir) if in_shard(s.key, shard)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_or_record_config(out_dir, config, force)
+    done = _recover(out_dir)
+
+    todo, digests = [], {}
+    for source in sources:
+        digests[source.key] = _source_digest(source.path)
+        previous = done.get(source.key)
+        if previous is None or previous["source_digest"] != digests[source.key]:
+            todo.append(source)
+    stale = [key for key, rec in done.items() if key in digests and rec["source_digest"] != digests[key]]
+    if stale:
+        _forget_sources(out_dir, set(stale))
+    if todo:
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # the directory is not complete until we finish
+        log.info("%d of %d sources to process (%d already done)", len(todo), len(sources), len(sources) - len(todo))
+        _process_all(todo, out_dir, config, digests)
+
+    summary = _finalize(out_dir, config, sources, digests, time.perf_counter() - started)
+    return summary
+
+
+def _source_digest(path: Path) -> str:
+    try:
+        return quick_file_digest(path)
+    except OSError:
+        return "unreadable"
+
+
+def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
+
+
+def _check_or_record_config(out_dir: Path, config: PreprocessConfig, force: bool) -> None:
+    """Refuse to mix outputs of two configs in one directory, unless ``--force`` (which starts over)."""
+    path = out_dir / CONFIG_FILE
+    current = config_to_dict(config)
+    if path.is_file():
+        previous = load_yaml(path)
+        if json_digest(_comparable(previous)) != json_digest(_comparable(current)):
+            if not force:
+                changed = sorted(k for k in set(previous) | set(current)
+                                 if k not in RUNTIME_KEYS and previous.get(k) != current.get(k))
+                raise UsageError(f"{out_dir} was made with a different config ({', '.join(changed)} differ)",
+                                 "use another output directory, or --force to discard it and start over")
+            _clear_outputs(out_dir)
+    elif any((out_dir / name).exists() for name in (CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, MANIFEST_NAME)):
+        if not force:
+            raise UsageError(f"{out_dir} holds outputs without a config.yaml", "pass --force to start over")
+        _clear_outputs(out_dir)
+    save_config_yaml(config, path)
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    """Remove what preprocessing writes (and nothing else a user may keep in the folder)."""
+    for name in (CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, MANIFEST_NAME, CONFIG_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / CLIPS_DIR, ignore_errors=True)
+
+
+def _recover(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Bring the directory to a consistent state after a crash; return finished sources by key."""
+    removed = remove_temp_debris(out_dir)
+    if removed:
+        log.info("removed %d half-written files from an interrupted run", len(removed))
+    done = {r["source"]: r for r in read_records(out_dir / SOURCES_FILE)}
+    clips = read_records(out_dir / CLIPS_FILE)
+    rejects = read_records(out_dir / REJECTS_FILE)
+    kept_clips = [c for c in clips if c["source"] in done]
+    kept_rejects = [r for r in rejects if r["source"] in done]
+    if len(kept_clips) != len(clips):
+        rewrite_records(out_dir / CLIPS_FILE, kept_clips)
+    if len(kept_rejects) != len(rejects):
+        rewrite_records(out_dir / REJECTS_FILE, kept_rejects)
+    _remove_orphan_files(out_dir, kept_clips)
+    return done
+
+
+def _remove_orphan_files(out_dir: Path, clips: list[dict[str, Any]]) -> None:
+    referenced = {out_dir / c[k] for c in clips for k in ("video", "audio", "meta")}
+    folder = out_dir / CLIPS_DIR
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and path not in referenced:
+                path.unlink()
+
+
+def _forget_sources(out_dir: Path, keys: set[str]) -> None:
+    """Drop every record of sources that changed on disk, so they are processed again."""
+    for name in (SOURCES_FILE, CLIPS_FILE, REJECTS_FILE):
+        records = read_records(out_dir / name)
+        rewrite_records(out_dir / name, [r for r in records if r["source"] not in keys])
+    _remove_orphan_files(out_dir, read_records(out_dir / CLIPS_FILE))
+
+
+def _process_all(todo: list[Source], out_dir: Path, config: PreprocessConfig, digests: dict[str, str]) -> None:
+    frame_counter = mp.get_context("spawn").Value("q", 0) if config.workers > 1 else _LocalCounter()
+    writers = {name: RecordWriter(out_dir / name) for name in (CLIPS_FILE, REJECTS_FILE, SOURCES_FILE)}
+    try:
+        with progress() as bar:
+            sources_task = bar.add_task("sources", total=len(todo), unit="sources")
+            frames_task = bar.add_task("frames", total=None, unit="frames")
+            for result in _results(todo, out_dir, config, digests, frame_counter, bar, frames_task):
+                # Files first (already renamed into place), then clip and reject records, then the source line:
+                # a crash between these leaves the source unfinished, and the rerun redoes it cleanly.
+                if result.clips:
+                    writers[CLIPS_FILE].append(*result.clips)
+                if result.rejects:
+                    writers[REJECTS_FILE].append(*result.rejects)
+                writers[SOURCES_FILE].append(result.source)
+                bar.update(sources_task, advance=1)
+                bar.update(frames_task, completed=frame_counter.value)
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+class _LocalCounter:
+    """Same interface as ``multiprocessing.Value`` for the in-process path."""
+
+    def __init__(self):
+        self.value = 0
+
+    def get_lock(self):
+        return contextlib.nullcontext()
+
+
+def _results(todo, out_dir, config, digests, frame_counter, bar, frames_task):
+    if config.workers <= 1:
+        for source in todo:
+            yield process_source(source, out_dir, config, digests[source.key], frame_counter)
+        return
+    context = mp.get_context("spawn")
+    with context.Pool(config.workers, initializer=_init_worker, initargs=(frame_counter,),
+                      maxtasksperchild=8) as pool:
+        pending = pool.imap_unordered(_work, [(s, out_dir, config, digests[s.key]) for s in todo], chunksize=1)
+        remaining = len(todo)
+        while remaining:
+            try:
+                result = pending.next(timeout=0.5)
+            except mp.TimeoutError:
+                bar.update(frames_task, completed=frame_counter.value)
+                continue
+            remaining -= 1
+            yield result
+
+
+_worker_counter = None
+
+
+def _init_worker(counter) -> None:
+    global _worker_counter
+    _worker_counter = counter
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def _work(args) -> SourceResult:
+    source, out_dir, config, digest = args
+    return process_source(source, out_dir, config, digest, _worker_counter)
+
+
+def _finalize(out_dir: Path, config: PreprocessConfig, sources: list[Source], digests: dict[str, str],
+              elapsed: float) -> dict[str, Any]:
+    """Sort records into a canonical order (same bytes whatever the worker timing) and write lsync.json."""
+    order = {s.key: i for i, s in enumerate(sources)}
+
+    def by_source(record):
+        return (order.get(record["source"], len(order)), record.get("index", -1), record.get("start_frame", -1))
+
+    clips = sorted(read_records(out_dir / CLIPS_FILE), key=by_source)
+    rejects = sorted(read_records(out_dir / REJECTS_FILE), key=by_source)
+    finished = sorted(read_records(out_dir / SOURCES_FILE), key=by_source)
+    for name, records in ((CLIPS_FILE, clips), (REJECTS_FILE, rejects), (SOURCES_FILE, finished)):
+        rewrite_records(out_dir / name, records)
+
+    summary = summarize_records(clips, rejects, finished, config.resolution)
+    summary["elapsed_s"] = round(elapsed, 2)
+    inputs = [{"path": str(s.path), "kind": "video", "digest": digests[s.key]} for s in sources]
+    write_manifest(out_dir, "data", config_to_dict(config), inputs=inputs, summary=summary)
+    return summary
+
+
+def summarize_records(clips: list[dict[str, Any]], rejects: list[dict[str, Any]], sources: list[dict[str, Any]],
+                      resolution: int | None) -> dict[str, Any]:
+    """The ``summary`` of a data directory's ``lsync.json`` (also used by ``lsync merge``)."""
+    seconds = sum(c["num_frames"] for c in clips) / FPS
+    return {
+        "sources": len(sources),
+        "sources_accepted": sum(1 for s in sources if s["status"] == "accepted"),
+        "clips": len(clips),
+        "hours": round(seconds / 3600, 4),
+        "splits": dict(Counter(c["split"] for c in clips)),
+        "rejects": dict(Counter(r["reason"] for r in rejects)),
+        "fps": FPS,
+        "sample_rate": SAMPLE_RATE,
+        "resolution": resolution,
+    }
