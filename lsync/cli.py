@@ -85,12 +85,18 @@ def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset:
 @cli.command(context_settings=CONTEXT)
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path),
+              help="Data directories: write a PNG grid of aligned frames from random clips.")
 @verbosity_options
-def inspect(directory: Path, as_json: bool) -> None:
+def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
     """Summarise any lsync directory: kind, key config, counts, rejects by reason, metrics."""
+    from lsync.inspect import contact_sheet as draw_contact_sheet
     from lsync.inspect import render_summary, summarize
 
     summary = summarize(directory)
+    if contact_sheet is not None:
+        draw_contact_sheet(directory, contact_sheet)
+        console.print(f"contact sheet: {contact_sheet}")
     if as_json:
         import json
 

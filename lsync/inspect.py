@@ -146,3 +146,57 @@ def _key_value_table(title: str, rows: dict[str, Any]) -> Table:
     for key, value in rows.items():
         table.add_row(key, str(value))
     return table
+
+
+# ----------------------------------------------------------------------------------------------- contact sheet
+def contact_sheet(directory: str | Path, out_path: str | Path, count: int = 16, seed: int = 0,
+                  tile: int = 192, mark_template: bool = True) -> Path:
+    """A grid of aligned frames (the middle frame of up to ``count`` random clips) as a PNG.
+
+    With ``mark_template`` the eyebrow and nose template points are drawn as small crosses, so a glance shows
+    whether the faces sit where the alignment promises.
+    """
+    import cv2
+    import numpy as np
+
+    from lsync.face.align import template_points
+    from lsync.manifest import atomic_output
+    from lsync.media.video import VideoReader
+
+    root = Path(directory)
+    read_manifest(root, kind="data")
+    clips = read_records(root / "clips.jsonl")
+    if not clips:
+        raise InputError(f"{root} has no clips", "preprocess some videos first")
+    rng = np.random.default_rng(seed)
+    chosen = [clips[i] for i in sorted(rng.choice(len(clips), size=min(count, len(clips)), replace=False))]
+    tiles = []
+    for clip in chosen:
+        middle = clip["num_frames"] // 2
+        frame = next(iter(VideoReader(root / clip["video"], fps=None, start_frame=middle, num_frames=1)))
+        resolution = frame.shape[0]
+        frame = np.ascontiguousarray(frame)
+        if mark_template:
+            for x, y in _template_in_resized_frame(template_points(resolution), resolution):
+                cv2.drawMarker(frame, (round(x), round(y)), (0, 255, 0), cv2.MARKER_CROSS,
+                               max(6, resolution // 24), max(1, resolution // 128))
+        tiles.append(cv2.resize(frame, (tile, tile), interpolation=cv2.INTER_AREA))
+    columns = min(4, len(tiles))
+    rows = -(-len(tiles) // columns)
+    sheet = np.full((rows * tile, columns * tile, 3), 255, np.uint8)
+    for i, image in enumerate(tiles):
+        r, c = divmod(i, columns)
+        sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = image
+    out = Path(out_path)
+    with atomic_output(out) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+            raise InputError(f"could not write {out}", "check the folder exists and the name ends in .png")
+    return out
+
+
+def _template_in_resized_frame(points, resolution: int):
+    """Template points live in the (75r x 100r) warp; the clip frames are that warp resized to R x R."""
+    from lsync.face.align import aligned_face_size
+
+    width, height = aligned_face_size(resolution)
+    return [(x * resolution / width, y * resolution / height) for x, y in points]
