@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2  # noqa: F401  # imported before decord, whose bundled libraries otherwise break cv2's PNG codec
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
