@@ -77,8 +77,8 @@ def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset:
     """Write synthetic talking-face videos (offline data for the demo and the tests) into OUT."""
     from lsync.synth import synthesize
 
-    result = synthesize(out, clips=clips, seconds=seconds, seed=seed, fps=fps, av_offset=av_offset)
-    console.print(f"[green]wrote[/] {len(result['files'])} clips to {out}")
+    written = synthesize(out, clips=clips, seconds=seconds, seed=seed, fps=fps, av_offset=av_offset)
+    console.print(f"[green]wrote[/] {len(written)} clips to {out}")
 
 
 # ----------------------------------------------------------------------------------------------- inspect

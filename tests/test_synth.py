@@ -1,0 +1,125 @@
+"""Synthetic talking faces: file format, determinism, a mouth that MediaPipe sees following the audio,
+and audio shifted by exactly the requested number of frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lsync.manifest import read_manifest
+from lsync.media.audio import frame_rms, load_audio
+from lsync.media.probe import probe
+from lsync.media.video import VideoReader
+from lsync.synth import synthesize
+
+SECONDS = 4.0
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "raw"
+    synthesize(out, clips=2, seconds=SECONDS, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shifted(tmp_path_factory) -> tuple[Path, list[int]]:
+    offsets = [3, -2]
+    out = tmp_path_factory.mktemp("synth_offset") / "raw"
+    synthesize(out, clips=2, seconds=SECONDS, seed=5, av_offset=offsets)
+    return out, offsets
+
+
+def _decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    return VideoReader(path).read_all(), load_audio(path)
+
+
+def _mouth_opening(path: Path) -> np.ndarray:
+    """Per frame: inner-lip gap (FaceMesh landmarks 13-14) / face height (10-152); NaN where no face."""
+    mp = pytest.importorskip("mediapipe")
+    values = []
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False) as mesh:
+        for frame in VideoReader(path):
+            result = mesh.process(frame)
+            if not result.multi_face_landmarks:
+                values.append(np.nan)
+                continue
+            landmarks = result.multi_face_landmarks[0].landmark
+            point = {i: np.array([landmarks[i].x * frame.shape[1], landmarks[i].y * frame.shape[0]])
+                     for i in (10, 13, 14, 152)}
+            values.append(np.linalg.norm(point[13] - point[14]) / np.linalg.norm(point[10] - point[152]))
+    return np.array(values)
+
+
+def _lagged_correlation(opening: np.ndarray, loudness: np.ndarray, lag: int) -> float:
+    """Pearson r of opening[t] with loudness[t + lag] over the frames where both exist."""
+    n = min(len(opening), len(loudness))
+    a, b = (opening[: n - lag], loudness[lag:n]) if lag >= 0 else (opening[-lag:n], loudness[: n + lag])
+    keep = ~np.isnan(a)
+    return float(np.corrcoef(a[keep], b[keep])[0, 1])
+
+
+def test_files_and_manifest(clips):
+    manifest = read_manifest(clips, kind="raw")
+    assert manifest["config"]["seed"] == 0
+    files = manifest["summary"]["files"]
+    assert [f["name"] for f in files] == ["synth_000.mp4", "synth_001.mp4"]
+    assert sorted(p.name for p in clips.glob("*.mp4")) == ["synth_000.mp4", "synth_001.mp4"]
+    for record in files:
+        assert record["av_offset_frames"] == 0
+        info = probe(clips / record["name"])
+        assert info.has_video and info.has_audio
+        assert info.fps == pytest.approx(FPS) and not info.is_vfr
+        assert info.num_frames == record["num_frames"] == SECONDS * FPS
+        assert info.height >= 512 and info.video_codec == "h264"
+        assert info.audio_codec == "aac" and info.audio_sample_rate in (44100, 48000)
+        assert info.audio_duration_s == pytest.approx(SECONDS, abs=0.03)
+
+
+def test_same_seed_same_decoded_frames_and_samples(clips, tmp_path):
+    again = tmp_path / "again"
+    synthesize(again, clips=2, seconds=SECONDS, seed=0)
+    for name in ("synth_000.mp4", "synth_001.mp4"):
+        frames_a, audio_a = _decode(clips / name)
+        frames_b, audio_b = _decode(again / name)
+        np.testing.assert_array_equal(frames_a, frames_b)
+        np.testing.assert_array_equal(audio_a, audio_b)
+    # ... while the two clips of one seed differ from each other.
+    frames_0, audio_0 = _decode(clips / "synth_000.mp4")
+    frames_1, audio_1 = _decode(clips / "synth_001.mp4")
+    assert not np.array_equal(audio_0, audio_1)
+    assert not np.array_equal(frames_0, frames_1)
+
+
+def test_audio_is_speech_like(clips):
+    audio = load_audio(clips / "synth_000.mp4")
+    loudness = frame_rms(audio, 640)
+    silent = loudness < 0.05 * loudness.max()
+    assert 0.05 < silent.mean() < 0.6  # pauses, but mostly speech
+    spectrum = np.abs(np.fft.rfft(audio)) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1 / 16000)
+    assert spectrum[(freqs > 80) & (freqs < 1000)].sum() > spectrum[freqs > 4000].sum() * 10
+
+
+def test_mediapipe_sees_the_mouth_follow_the_audio(clips):
+    for name in ("synth_000.mp4", "synth_001.mp4"):
+        opening = _mouth_opening(clips / name)
+        assert np.mean(~np.isnan(opening)) >= 0.99
+        loudness = frame_rms(load_audio(clips / name), 640)
+        assert _lagged_correlation(opening, loudness, 0) >= 0.8
+
+
+def test_av_offset_shifts_the_audio(shifted):
+    out, offsets = shifted
+    records = read_manifest(out, kind="raw")["summary"]["files"]
+    assert [r["av_offset_frames"] for r in records] == offsets
+    for record, offset in zip(records, offsets):
+        path = out / record["name"]
+        opening = _mouth_opening(path)
+        loudness = frame_rms(load_audio(path), 640)
+        correlations = {lag: _lagged_correlation(opening, loudness, lag) for lag in range(-6, 7)}
+        assert max(correlations, key=correlations.get) == offset
+        assert correlations[offset] >= 0.8
