@@ -58,6 +58,8 @@ def atomic_output(path: str | os.PathLike, suffix: str | None = None) -> Iterato
     try:
         yield tmp
         _fsync_file(tmp)
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give outputs the usual permissions
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
@@ -85,6 +87,12 @@ def remove_temp_debris(directory: str | os.PathLike) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _fsync_file(path: Path) -> None:

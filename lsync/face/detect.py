@@ -15,6 +15,9 @@ nose centre) in pixel ``(x, y)`` of the frame they were given, rounded to intege
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -175,15 +178,27 @@ class MediaPipeDetector(FaceDetector):
         self.refine = refine
         self.round_landmarks = round_landmarks
         self.keep_landmarks = keep_landmarks
-        # Full-range model: finds small faces in wide shots as well as close-ups.
-        self._boxes = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
-        self._frame_mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False
-        )
-        # Two faces so that a neighbour's face in the same crop cannot replace the one we are refining.
-        self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=2, refine_landmarks=False
-        )
+        with _native_stderr_muted():  # graph creation and first runs print native start-up chatter
+            # Full-range model: finds small faces in wide shots as well as close-ups.
+            self._boxes = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+            self._frame_mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False
+            )
+            # Two faces so that a neighbour's face in the same crop cannot replace the one we are refining.
+            self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=2, refine_landmarks=False
+            )
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run every graph once on a blank image while MediaPipe's native start-up warnings are muted.
+
+        Its C++ core prints a few lines of harmless chatter (absl logging before initialisation) on the first
+        call of each graph, straight to file descriptor 2, where Python logging cannot filter it.
+        """
+        blank = np.zeros((64, 64, 3), np.uint8)
+        for graph in (self._boxes, self._frame_mesh, self._crop_mesh):
+            graph.process(blank)
 
     def close(self) -> None:
         for graph in (self._boxes, self._frame_mesh, self._crop_mesh):
@@ -386,6 +401,26 @@ def register_detector(name: str, factory: Callable[..., FaceDetector]) -> None:
 
 def available_detectors() -> list[str]:
     return sorted(_REGISTRY)
+
+
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """Point fd 2 at /dev/null for the block (unless --verbose), so native libraries' chatter is hidden."""
+    from lsync.console import is_verbose
+
+    if is_verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def get_detector(name: str = "mediapipe", **kwargs) -> FaceDetector:

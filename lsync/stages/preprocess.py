@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lsync.face.track import smooth_landmarks
+
 from lsync.config import config_to_dict, save_config_yaml, load_yaml
 from lsync.console import get_logger, progress
 from lsync.errors import InputError, UsageError
@@ -77,11 +79,13 @@ class PreprocessConfig:
     max_clip_seconds: float = 10.0
     detector: Literal["mediapipe", "insightface"] = "mediapipe"
     detector_models: str | None = None  # InsightFace model pack folder (buffalo_l)
-    detect_size: int = 640  # faces are detected on frames scaled to this long side
+    detect_size: int = 640  # faces are found on frames scaled to this long side (landmarks on full-size crops)
+    max_faces: int = 4  # faces detected per frame: more than one lets the tracker keep the subject in a crowd
     face_select: Literal["largest", "center"] = "largest"
     max_gap: int = 5  # frames without a face that are interpolated; longer gaps split the clip
     min_face: int = 50  # px (short side of the face box, full-resolution frame)
-    smooth_landmarks: float = 1.0  # temporal smoothing strength (sigma in frames); 0 = off
+    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"  # landmark smoothing over time
+    smooth_strength: float = 1.0  # gaussian sigma / savgol half-window in frames
     shot_threshold: float = 3.0  # adaptive content-detector ratio
     shot_min_content: float = 15.0
     val_fraction: float = 0.1  # share of sources in the val split (by a hash of the source path)
@@ -191,56 +195,55 @@ def _rejected(base: dict[str, Any], reason: str, detail: str, started: float) ->
     return SourceResult(source=source, rejects=[reject])
 
 
-def _process_video(source, info, out_dir, config, base, started, frame_counter) -> SourceResult:
+def make_detector(config: PreprocessConfig):
+    """The configured face detector (preprocessing and inference build it the same way)."""
     from lsync.face.detect import get_detector
+
+    if config.detector == "insightface":
+        return get_detector("insightface", models_dir=config.detector_models, max_faces=config.max_faces)
+    return get_detector("mediapipe", detect_size=config.detect_size, max_faces=config.max_faces)
+
+
+def _process_video(source, info, out_dir, config, base, started, frame_counter) -> SourceResult:
+    from lsync.data.clip_plan import plan_clips
     from lsync.face.track import track_faces
     from lsync.media.shots import ShotDetector, ShotDetectorConfig, shot_ranges
     from lsync.media.video import VideoReader
 
-    from lsync.data.clip_plan import plan_clips
-
-    full_w, full_h = info.width, info.height
-    scale = min(1.0, config.detect_size / max(full_w, full_h))
-    small = (max(2, round(full_w * scale / 2) * 2), max(2, round(full_h * scale / 2) * 2))
-    to_full = np.array([full_w / small[0], full_h / small[1]], dtype=np.float64)
-
-    # ---- analysis pass: shots and faces on a small copy
+    # ---- analysis pass: shot cuts and faces (the detector downscales internally, landmarks are full-size)
     shots = ShotDetector(ShotDetectorConfig(adaptive_threshold=config.shot_threshold,
                                             min_content=config.shot_min_content))
-    detector = get_detector(config.detector, models_dir=config.detector_models)
     per_frame_faces = []
-    for frame in VideoReader(source.path, fps=FPS, size=small):
-        shots.push(frame)
-        per_frame_faces.append([face.scaled(to_full) for face in detector.detect(frame)])
-        if frame_counter is not None:
-            with frame_counter.get_lock():
-                frame_counter.value += 1
-    detector.close()
+    with make_detector(config) as detector:
+        for frame in VideoReader(source.path, fps=FPS):
+            shots.push(frame)
+            per_frame_faces.append(detector.detect(frame))
+            if frame_counter is not None:
+                with frame_counter.get_lock():
+                    frame_counter.value += 1
     num_frames = len(per_frame_faces)
 
     with _temp_wav(source.path, out_dir) as wav_path:
-        audio_frames = _wav_length(wav_path) // SAMPLES_PER_FRAME
-        usable = min(num_frames, audio_frames)
-        segments = track_faces(per_frame_faces[:usable], frame_size=(full_w, full_h),
-                               face_select=config.face_select, max_gap=config.max_gap,
-                               min_face=config.min_face, smoothing=config.smooth_landmarks)
-        if not segments.tracks:
-            reason = segments.reject_reason or "no_face"
-            return _rejected(base, reason, segments.reject_detail or "no face found in any frame", started)
+        usable = min(num_frames, _wav_length(wav_path) // SAMPLES_PER_FRAME)
+        tracks = track_faces(per_frame_faces[:usable], face_select=config.face_select,
+                             frame_size=(info.width, info.height), max_gap=config.max_gap,
+                             min_face=config.min_face)
+        if not tracks:
+            reason, detail = _no_track_reason(per_frame_faces[:usable], config.min_face)
+            return _rejected(base, reason, detail, started)
 
         min_frames = round(config.min_clip_seconds * FPS)
         max_frames = round(config.max_clip_seconds * FPS)
-        plan, dropped = plan_clips(shot_ranges(usable, shots.cuts()),
-                                   [(t.start, t.end) for t in segments.tracks], min_frames, max_frames)
+        plan, dropped = plan_clips(shot_ranges(usable, shots.cuts()), [(t.start, t.end) for t in tracks],
+                                   min_frames, max_frames)
         rejects = [{**base, "reason": d.reason, "detail": d.detail, "start_frame": d.start, "end_frame": d.end}
                    for d in dropped]
-        rejects += [{**base, **r} for r in segments.dropped]
         if not plan:
             result = _rejected(base, "no_clip", "no stretch of one face in one shot is long enough", started)
             result.rejects = rejects + result.rejects
             return result
         split = split_of(source.key, config.val_fraction)
-        clips = _write_clips(source, out_dir, config, plan, segments.tracks, wav_path, split, base)
+        clips = _write_clips(source, out_dir, config, plan, tracks, wav_path, split, base)
 
     record = {**base, "status": "accepted", "clips": len(clips), "frames": num_frames,
               "shots": len(shots.cuts()) + 1, "seconds": round(time.perf_counter() - started, 3)}
@@ -248,9 +251,16 @@ def _process_video(source, info, out_dir, config, base, started, frame_counter) 
                         seconds=num_frames / FPS)
 
 
+def _no_track_reason(per_frame_faces, min_face: int) -> tuple[str, str]:
+    sizes = [min(f.width, f.height) for faces in per_frame_faces for f in faces]
+    if not sizes:
+        return "no_face", f"no face found in any of {len(per_frame_faces)} frames"
+    return "small_face", f"largest face {max(sizes):.0f} px, below --min-face {min_face}"
+
+
 def _write_clips(source, out_dir, config, plan, tracks, wav_path, split, base) -> list[dict[str, Any]]:
     """Second pass: stream full-size frames through the alignment into one encoder per clip."""
-    from lsync.face.align import align_face, similarity_transform
+    from lsync.face.align import align_face
     from lsync.media.video import VideoReader, VideoWriter
 
     clips_dir = out_dir / CLIPS_DIR
@@ -263,43 +273,44 @@ def _write_clips(source, out_dir, config, plan, tracks, wav_path, split, base) -
         for _ in range(clip.start - position):  # frames between clips: decoded, not used
             next(frames)
         track = tracks[clip.track]
-        landmarks = track.landmarks3[clip.start - track.start: clip.end - track.start]
-        affines = np.stack([similarity_transform(points, config.resolution) for points in landmarks])
+        window = slice(clip.start - track.start, clip.end - track.start)
+        # Smooth within the clip only, so a clip's crops never depend on frames outside it.
+        raw = track.landmarks3[window]
+        landmarks = smooth_landmarks(raw, config.smooth_method, config.smooth_strength, fps=FPS)
         cid = clip_id(source.key, clip.index)
         video_rel, audio_rel, meta_rel = (f"{CLIPS_DIR}/{cid}.mp4", f"{CLIPS_DIR}/{cid}.wav", f"{CLIPS_DIR}/{cid}.npz")
-        with VideoWriter(out_dir / video_rel, FPS, config.resolution, config.resolution, crf=config.crf,
-                         preset="medium") as writer:
-            for affine in affines:
-                aligned, _ = align_face(next(frames), affine=affine, resolution=config.resolution)
+        affines = []
+        with VideoWriter(out_dir / video_rel, FPS, config.resolution, config.resolution, crf=config.crf) as writer:
+            for points in landmarks:
+                aligned, affine = align_face(next(frames), points, config.resolution)
+                affines.append(affine)
                 writer.write(aligned[None])
         position = clip.end
         _write_audio_slice(wav_path, out_dir / audio_rel, clip.start, clip.end)
-        stats = _face_stats(track, clip.start, clip.end)
         with atomic_output(out_dir / meta_rel) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, affines=affines.astype(np.float32), landmarks3=landmarks.astype(np.float32),
-                         raw_landmarks3=track.raw_landmarks3[clip.start - track.start: clip.end - track.start]
-                         .astype(np.float32),
-                         bboxes=track.bboxes[clip.start - track.start: clip.end - track.start].astype(np.float32),
-                         interpolated=track.interpolated[clip.start - track.start: clip.end - track.start])
+                np.savez(f, affines=np.stack(affines).astype(np.float32), landmarks3=landmarks.astype(np.float32),
+                         raw_landmarks3=raw.astype(np.float32), bboxes=track.bboxes[window].astype(np.float32),
+                         interpolated=track.interpolated[window])
         records.append({
             "id": cid, **base, "index": clip.index, "split": split,
             "start_frame": clip.start, "end_frame": clip.end, "num_frames": clip.end - clip.start,
             "start": clip.start / FPS, "end": clip.end / FPS, "fps": FPS, "sample_rate": SAMPLE_RATE,
             "num_samples": (clip.end - clip.start) * SAMPLES_PER_FRAME, "resolution": config.resolution,
-            "video": video_rel, "audio": audio_rel, "meta": meta_rel, "face": stats,
+            "video": video_rel, "audio": audio_rel, "meta": meta_rel, "face": _face_stats(track, window),
         })
     return records
 
 
-def _face_stats(track, start: int, end: int) -> dict[str, Any]:
-    boxes = track.bboxes[start - track.start: end - track.start]
+def _face_stats(track, window: slice) -> dict[str, Any]:
+    boxes = track.bboxes[window]
     sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    scores = track.scores[window]
     return {
         "mean_size_px": round(float(sizes.mean()), 1),
         "min_size_px": round(float(sizes.min()), 1),
-        "interpolated_frames": int(track.interpolated[start - track.start: end - track.start].sum()),
-        "mean_score": round(float(track.scores[start - track.start: end - track.start].mean()), 4),
+        "interpolated_frames": int(track.interpolated[window].sum()),
+        "mean_score": round(float(np.nanmean(scores)), 4) if np.isfinite(scores).any() else None,
     }
 
 

@@ -1,0 +1,203 @@
+"""``lsync preprocess``: bad inputs become rejects, resume, config changes, shards + merge, crash recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lsync.cli import cli
+from lsync.errors import UsageError
+from lsync.manifest import read_manifest, read_records
+from lsync.media.ffmpeg import run_ffmpeg
+from lsync.media.probe import probe
+from lsync.stages.preprocess import PreprocessConfig, clip_id, in_shard, list_sources, run, split_of
+from lsync.synth import synthesize
+
+pytestmark = pytest.mark.slow
+
+# Short clips keep the suite fast: 2 s minimum, 3 s maximum, 128 px faces.
+FAST = dict(min_clip_seconds=2.0, max_clip_seconds=3.0, resolution=128, min_face=30)
+
+
+def fast_config(**overrides) -> PreprocessConfig:
+    return PreprocessConfig(**{**FAST, **overrides})
+
+
+@pytest.fixture(scope="session")
+def synth_raw(tmp_path_factory) -> Path:
+    """Three synthetic talking faces of 4.2 s, one with a name that has spaces and non-ASCII characters."""
+    raw = tmp_path_factory.mktemp("raw")
+    synthesize(raw / "set", clips=3, seconds=4.2, seed=7, size=(384, 480))
+    (raw / "set" / "synth_002.mp4").rename(raw / "set" / "talk ü 2.mp4")
+    (raw / "set" / "lsync.json").unlink()
+    return raw / "set"
+
+
+@pytest.fixture(scope="session")
+def synth_data(synth_raw, tmp_path_factory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("data") / "data"
+    started = time.perf_counter()
+    run(synth_raw, out, fast_config())
+    return out, time.perf_counter() - started
+
+
+def test_synthetic_sources_become_aligned_clips(synth_data):
+    out, _ = synth_data
+    manifest = read_manifest(out, kind="data")
+    clips = read_records(out / "clips.jsonl")
+    sources = read_records(out / "sources.jsonl")
+    assert len(sources) == 3 and all(s["status"] == "accepted" for s in sources), sources
+    assert {c["source"] for c in clips} == {"synth_000.mp4", "synth_001.mp4", "talk ü 2.mp4"}
+    assert manifest["summary"]["clips"] == len(clips) >= 3
+    for clip in clips:
+        assert clip["id"] == clip_id(clip["source"], clip["index"])
+        assert 50 <= clip["num_frames"] <= 75
+        video = probe(out / clip["video"])
+        assert (video.width, video.height, video.fps) == (128, 128, 25.0)
+        assert video.num_frames == clip["num_frames"]
+        assert not video.has_audio
+        audio = probe(out / clip["audio"])
+        assert audio.audio_sample_rate == 16000 and audio.audio_channels == 1
+        assert round(audio.audio_duration_s * 16000) == clip["num_frames"] * 640
+        meta = np.load(out / clip["meta"])
+        assert meta["affines"].shape == (clip["num_frames"], 2, 3)
+        assert meta["landmarks3"].shape == (clip["num_frames"], 3, 2)
+        assert clip["split"] == split_of(clip["source"], 0.1)
+    assert not [p for p in (out / "clips").iterdir() if p.name.startswith(".lsync-tmp-")]
+
+
+def test_rerun_over_finished_directory_is_fast_and_identical(synth_raw, synth_data):
+    out, first_seconds = synth_data
+    before = (out / "clips.jsonl").read_bytes()
+    started = time.perf_counter()
+    run(synth_raw, out, fast_config())
+    assert time.perf_counter() - started < 0.1 * first_seconds
+    assert (out / "clips.jsonl").read_bytes() == before
+
+
+def test_changed_config_is_refused_unless_forced(synth_raw, synth_data):
+    out, _ = synth_data
+    with pytest.raises(UsageError, match=r"different config \(resolution differ\)"):
+        run(synth_raw, out, fast_config(resolution=96))
+    # the refused run touched nothing
+    assert read_manifest(out, kind="data")["config"]["resolution"] == 128
+
+
+def test_workers_do_not_count_as_a_config_change(synth_raw, synth_data):
+    out, _ = synth_data
+    run(synth_raw, out, fast_config(workers=2))  # nothing to do, and no refusal
+
+
+def test_bad_inputs_become_rejects(tmp_path, synth_raw):
+    raw = tmp_path / "raw inputs"
+    raw.mkdir()
+    (raw / "zero.mp4").write_bytes(b"")
+    (raw / "text.mp4").write_text("this is not a video\n")
+    good = (synth_raw / "synth_000.mp4").read_bytes()
+    (raw / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    # audio only (an .m4v container holding only AAC), video without audio, a video with no face
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=300:duration=6", "-c:a", "aac", "-f", "mp4",
+                raw / "audio only.m4v"], what="make an audio-only file")
+    run_ffmpeg(["-i", synth_raw / "synth_000.mp4", "-an", "-c:v", "copy", raw / "silent.mp4"],
+               what="make a video without audio")
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3", "-f", "lavfi",
+                "-i", "sine=frequency=440:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                "-shortest", raw / "no face.mp4"], what="make a video without a face")
+    run_ffmpeg(["-i", synth_raw / "synth_001.mp4", "-t", "1", raw / "short.mp4"], what="make a 1 s video")
+    out = tmp_path / "data"
+    checksums = {p.name: p.read_bytes() for p in raw.iterdir()}
+    summary = run(raw, out, fast_config())
+    reasons = {r["source"]: r["reason"] for r in read_records(out / "rejects.jsonl")}
+    assert reasons == {
+        "zero.mp4": "unreadable",
+        "text.mp4": "unreadable",
+        "truncated.mp4": "unreadable",
+        "audio only.m4v": "no_video",
+        "silent.mp4": "no_audio",
+        "no face.mp4": "no_face",
+        "short.mp4": "too_short",
+    }
+    assert summary["clips"] == 0
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == checksums  # inputs untouched
+
+
+def test_list_file_input_and_missing_input(tmp_path, synth_raw):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# one source\n{synth_raw / 'synth_001.mp4'}\n\n", encoding="utf-8")
+    sources = list_sources(listing, tmp_path / "out")
+    assert [s.path for s in sources] == [(synth_raw / "synth_001.mp4").resolve()]
+    result = CliRunner().invoke(cli, ["preprocess", str(tmp_path / "nope"), str(tmp_path / "out")])
+    assert result.exit_code != 0 and "does not exist" in str(result.exception)
+
+
+def test_output_inside_input_is_not_read_back(tmp_path, synth_raw):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.mp4").write_bytes((synth_raw / "synth_000.mp4").read_bytes())
+    (raw / "data" / "clips").mkdir(parents=True)
+    (raw / "data" / "clips" / "x.mp4").write_bytes(b"")
+    assert [s.key for s in list_sources(raw, raw / "data")] == ["a.mp4"]
+
+
+def test_shards_partition_and_merge_equals_one_run(tmp_path, synth_raw, synth_data):
+    out, _ = synth_data
+    keys = [s.key for s in list_sources(synth_raw, out)]
+    assert sorted(k for i in range(2) for k in keys if in_shard(k, (i, 2))) == sorted(keys)
+    shards = []
+    for i in range(2):
+        shard_dir = tmp_path / f"shard{i}"
+        run(synth_raw, shard_dir, fast_config(shard=f"{i}/2"))
+        shards.append(shard_dir)
+    result = CliRunner().invoke(cli, ["merge", str(tmp_path / "merged"), *map(str, shards)])
+    assert result.exit_code == 0, result.output
+    merged = read_records(tmp_path / "merged" / "clips.jsonl")
+    assert sorted(c["id"] for c in merged) == sorted(c["id"] for c in read_records(out / "clips.jsonl"))
+    for clip in merged:
+        assert (tmp_path / "merged" / clip["video"]).is_file()
+    assert read_manifest(tmp_path / "merged", kind="data")["summary"]["shards"] == 2
+
+
+def test_kill_mid_run_then_rerun_gives_same_ids(tmp_path, synth_raw, synth_data):
+    """kill -9 while clips are being written; the rerun cleans up and ends with the uninterrupted result."""
+    out = tmp_path / "data"
+    command = [sys.executable, "-m", "lsync.cli", "-q", "preprocess", str(synth_raw), str(out),
+               "--set", "min_clip_seconds=2.0", "--set", "max_clip_seconds=3.0", "--set", "resolution=128",
+               "--set", "min_face=30"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        clips_dir = out / "clips"
+        if clips_dir.is_dir() and any(p.suffix == ".mp4" for p in clips_dir.iterdir()):
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "lsync.json").exists()
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    expected = [c["id"] for c in read_records(synth_data[0] / "clips.jsonl")]
+    assert [c["id"] for c in read_records(out / "clips.jsonl")] == expected
+    referenced = {out / c[k] for c in read_records(out / "clips.jsonl") for k in ("video", "audio", "meta")}
+    assert set((out / "clips").iterdir()) == referenced  # no orphans, no temp debris
+
+
+def test_preprocess_cli_prints_summary(tmp_path, synth_raw):
+    listing = tmp_path / "one.txt"
+    listing.write_text(str(synth_raw / "synth_001.mp4"), encoding="utf-8")
+    args = ["preprocess", str(listing), str(tmp_path / "d"), "--min-seconds", "2", "--max-seconds", "3",
+            "--resolution", "128", "--min-face", "30", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "clips" in result.stdout
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "d"), "--contact-sheet", str(sheet)])
+    assert result.exit_code == 0, result.output
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
