@@ -40,13 +40,13 @@ from lsync.audio.timing import (
     whisper_chunk_indices,
 )
 from lsync.errors import CheckpointError, ConfigError, InputError
+from lsync.models.checkpoints import load_state_dict_strict, read_state_dict
 
 #: Right/left margin (in 50 Hz positions, 250 = 5 s) every output position of the ``"overlap"`` windowing
 #: keeps from the edges of the window it is taken from (except at the very start and end of the audio).
 DEFAULT_OVERLAP_MARGIN = 250
 
 #: How many key names a checkpoint error lists per category before it only gives the count.
-_MAX_KEYS_IN_MESSAGE = 10
 
 Windowing = Literal["overlap", "reference"]
 
@@ -246,43 +246,17 @@ def build_whisper_encoder(dims: WhisperDims | Mapping[str, Any], seed: int | Non
     return encoder.eval()
 
 
-def _key_listing(title: str, names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_KEYS_IN_MESSAGE])
-    more = f" and {len(names) - _MAX_KEYS_IN_MESSAGE} more" if len(names) > _MAX_KEYS_IN_MESSAGE else ""
-    return f"{len(names)} {title} ({shown}{more})"
-
-
 def load_encoder_state_dict(
     encoder: WhisperAudioEncoder, state_dict: Mapping[str, Any], source: str = "checkpoint"
 ) -> WhisperAudioEncoder:
     """Strictly load the ``encoder.*`` entries of a full whisper state dict into ``encoder``; returns it.
 
     Decoder entries (``decoder.*``) are expected and ignored. Any missing, unexpected or mis-shaped
-    ``encoder.*`` entry is a :class:`CheckpointError` naming them.
+    ``encoder.*`` entry is a :class:`CheckpointError` naming them (names relative to ``encoder.``).
     """
     prefix = "encoder."
     found = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-    wanted = encoder.state_dict()
-    missing = sorted(prefix + key for key in wanted.keys() - found.keys())
-    unexpected = sorted(prefix + key for key in found.keys() - wanted.keys())
-    misshaped = sorted(
-        f"{prefix}{key} {tuple(value.shape) if torch.is_tensor(value) else type(value).__name__} "
-        f"!= {tuple(wanted[key].shape)}"
-        for key, value in found.items()
-        if key in wanted and (not torch.is_tensor(value) or value.shape != wanted[key].shape)
-    )
-    problems = [
-        _key_listing(title, names)
-        for title, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-        if names
-    ]
-    if problems:
-        raise CheckpointError(
-            f"{source} does not fit a Whisper encoder with {encoder.dims}: {'; '.join(problems)}",
-            "pass an openai-whisper checkpoint whose encoder matches its dims (e.g. tiny.pt)",
-        )
-    encoder.load_state_dict(found, strict=True)
-    return encoder
+    return load_state_dict_strict(encoder, found, f"the encoder.* entries of {source}")
 
 
 def load_whisper_encoder(
@@ -290,30 +264,25 @@ def load_whisper_encoder(
 ) -> WhisperAudioEncoder:
     """Build the encoder from an openai-whisper checkpoint ``{"dims", "model_state_dict"}`` and load it strictly.
 
-    Read with ``torch.load(weights_only=True)``; returned in eval mode on ``device`` in ``dtype``.
+    Read through :mod:`lsync.models.checkpoints` (``torch.load(weights_only=True)``); returned in eval mode on
+    ``device`` in ``dtype``.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"whisper checkpoint {path} not found", "check the path (LatentSync uses whisper/tiny.pt)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for corrupt or non-weights pickles
+    checkpoint = read_state_dict(path)
+    if checkpoint.container != "whisper":
         raise CheckpointError(
-            f"cannot read {path} as a torch checkpoint ({str(error).splitlines()[0] if str(error) else error!r})",
-            "pass an openai-whisper .pt file",
-        ) from error
-    if not isinstance(checkpoint, Mapping) or not {"dims", "model_state_dict"} <= checkpoint.keys():
-        keys = sorted(checkpoint.keys()) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise CheckpointError(
-            f"{path} is not an openai-whisper checkpoint (it has {keys}, not dims and model_state_dict)",
+            f"{path} is not an openai-whisper checkpoint (it is a {checkpoint.container!r} container, "
+            "not dims and model_state_dict)",
             "pass an openai-whisper .pt file (e.g. tiny.pt)",
         )
     try:
-        dims = WhisperDims.from_dict(checkpoint["dims"], source=f"{path} dims")
+        dims = WhisperDims.from_dict(checkpoint.dims, source=f"{path} dims")
     except ConfigError as error:
         raise CheckpointError(error.what, "pass an openai-whisper .pt file") from error
     encoder = WhisperAudioEncoder(dims)
-    load_encoder_state_dict(encoder, checkpoint["model_state_dict"], source=str(path))
+    load_encoder_state_dict(encoder, checkpoint.state_dict, source=str(path))
     return encoder.to(device=device, dtype=dtype).eval()
 
 
