@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lsync.console import get_logger
+from lsync.console import get_logger, progress
 from lsync.manifest import write_manifest
 from lsync.media.audio import write_wav
 from lsync.media.video import VideoWriter
@@ -150,12 +150,15 @@ def synthesize(
 
     photo = astronaut_photo()
     written = []
-    for index, offset in enumerate(offsets):
-        rng = np.random.default_rng([seed, index])
-        clip = _write_clip(out, index, rng, photo, num_frames, fps, offset, width, height, sample_rate,
-                           crf, preset)
-        log.info("wrote %s (%d frames, audio offset %+d frames)", clip.path, num_frames, offset)
-        written.append(clip)
+    with progress() as bar:
+        task = bar.add_task("synth", total=clips, unit="clips")
+        for index, offset in enumerate(offsets):
+            rng = np.random.default_rng([seed, index])
+            clip = _write_clip(out, index, rng, photo, num_frames, fps, offset, width, height, sample_rate,
+                               crf, preset)
+            log.debug("wrote %s (%d frames, audio offset %+d frames)", clip.path, num_frames, offset)
+            written.append(clip)
+            bar.update(task, advance=1)
 
     config = {"seed": seed, "clips": clips, "seconds": seconds, "fps": fps, "av_offset": offsets,
               "size": [width, height], "sample_rate": sample_rate, "crf": crf, "preset": preset}
