@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from lsync import __version__
-from lsync.console import configure, console, is_verbose, result_console
+from lsync.console import configure, console, is_verbose, result_console, say
 from lsync.errors import LsyncError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -78,7 +78,7 @@ def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset:
     from lsync.synth import synthesize
 
     written = synthesize(out, clips=clips, seconds=seconds, seed=seed, fps=fps, av_offset=av_offset)
-    console.print(f"[green]wrote[/] {len(written)} clips to {out}")
+    say(f"[green]wrote[/] {len(written)} clips to {out}")
 
 
 # ----------------------------------------------------------------------------------------------- inspect
@@ -96,7 +96,7 @@ def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
     summary = summarize(directory)
     if contact_sheet is not None:
         draw_contact_sheet(directory, contact_sheet)
-        console.print(f"contact sheet: {contact_sheet}")
+        say(f"contact sheet: {contact_sheet}")
     if as_json:
         import json
 
@@ -214,7 +214,7 @@ def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
     from lsync.weights import fetch
 
     fetched = fetch(preset, weights_dir, need=need)
-    console.print(f"[green]{len(fetched)} file(s) fetched[/] for {preset}" if fetched else f"{preset}: nothing to fetch")
+    say(f"[green]{len(fetched)} file(s) fetched[/] for {preset}" if fetched else f"{preset}: nothing to fetch")
 
 
 # ----------------------------------------------------------------------------------------------- entry point

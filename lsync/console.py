@@ -52,6 +52,12 @@ def configure(quiet: bool = False, verbose: bool = False) -> None:
     root.propagate = False
 
 
+def say(message: str) -> None:
+    """A short status line for the user on stderr (rich markup allowed); silent under ``--quiet``."""
+    if not _verbosity.quiet:
+        console.print(message)
+
+
 def is_quiet() -> bool:
     return _verbosity.quiet
 

@@ -96,6 +96,12 @@ def test_workers_do_not_count_as_a_config_change(synth_raw, synth_data):
     run(synth_raw, out, fast_config(workers=2))  # nothing to do, and no refusal
 
 
+def test_two_workers_give_the_same_clips(tmp_path, synth_raw, synth_data):
+    out = tmp_path / "data"
+    run(synth_raw, out, fast_config(workers=2))
+    assert (out / "clips.jsonl").read_bytes() == (synth_data[0] / "clips.jsonl").read_bytes()
+
+
 def test_bad_inputs_become_rejects(tmp_path, synth_raw):
     raw = tmp_path / "raw inputs"
     raw.mkdir()
