@@ -13,39 +13,9 @@ from pathlib import Path
 import click
 
 from lsync import __version__
+from lsync.cli_options import CONTEXT, config_options, verbosity_options
 from lsync.console import configure, console, is_verbose, result_console, say
 from lsync.errors import LsyncError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
-
-
-# ----------------------------------------------------------------------------------------------- shared options
-def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    # The flag may come before or after the command name; either turns it on for the whole run.
-    if value:
-        flags = ctx.find_root().ensure_object(dict)
-        flags[param.name] = True
-        configure(quiet=flags.get("quiet", False), verbose=flags.get("verbose", False))
-    return value
-
-
-def verbosity_options(func):
-    """``-q/--quiet`` and ``-v/--verbose``, accepted on the group and on every command."""
-    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
-                        help="Show debug logs and tracebacks.")(func)
-    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
-                        help="No progress bars, warnings and errors only.")(func)
-    return func
-
-
-def config_options(func):
-    """``--config FILE`` and repeatable ``--set key=value`` for stage commands."""
-    func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                        help="Override any config key (dotted for sections), e.g. --set resolution=512.")(func)
-    func = click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-                        help="YAML file of config keys (applied after the preset, before flags).")(func)
-    return func
-
 
 # ----------------------------------------------------------------------------------------------- group
 @click.group(context_settings=CONTEXT)
