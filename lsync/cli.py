@@ -187,6 +187,16 @@ def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
     say(f"[green]{len(fetched)} file(s) fetched[/] for {preset}" if fetched else f"{preset}: nothing to fetch")
 
 
+# ----------------------------------------------------------------------------------------------- later stages
+def _register_commands() -> None:
+    from lsync.commands.pipeline import pipeline
+
+    cli.add_command(pipeline)
+
+
+_register_commands()
+
+
 # ----------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the group and turn every error into one line and an exit code."""
