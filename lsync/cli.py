@@ -189,9 +189,11 @@ def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- later stages
 def _register_commands() -> None:
+    from lsync.commands.infer import infer
     from lsync.commands.pipeline import pipeline
 
-    cli.add_command(pipeline)
+    for command in (infer, pipeline):
+        cli.add_command(command)
 
 
 _register_commands()

@@ -1,0 +1,59 @@
+"""``lsync infer VIDEO AUDIO`` (or ``--pairs pairs.csv``): lip-synced videos out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lsync.cli_options import CONTEXT, config_options, verbosity_options
+
+
+@click.command("infer", context_settings=CONTEXT)
+@click.argument("video", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("audio", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pairs", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of video,audio[,output name] rows, run with one set of loaded models.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("lsync-out"),
+              show_default=True, help="Gets <video-stem>.mp4 and lsync.json.")
+@click.option("--name", help="Output file name (single run; default <video-stem>.mp4).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output of the same name.")
+@click.option("--preset", type=click.Choice(["latentsync-1.5", "latentsync-1.6", "tiny"]),
+              help="Models  [default: latentsync-1.5].")
+@click.option("--unet", help="Our own U-Net: a training run dir, a checkpoint dir, or a released-format .pt.")
+@click.option("--weights-dir", type=click.Path(file_okay=False), help="Folder searched first for released weights.")
+@click.option("--steps", type=click.IntRange(min=1), help="DDIM steps  [default: 20].")
+@click.option("--guidance", type=float, help="Classifier-free guidance scale (1 disables)  [default: 1.5].")
+@click.option("--seed", type=int, help="Initial noise  [default: 1247].")
+@click.option("--loop", type=click.Choice(["pingpong", "loop", "hold"]),
+              help="Audio longer than the video: frames play forward-backward, loop, or hold the last  "
+                   "[default: pingpong].")
+@click.option("--cache-interval", type=click.IntRange(min=1),
+              help="Reuse the deep U-Net features for this many steps (DeepCache; 1 = off)  [default: 1].")
+@click.option("--compile", "compile_unet", is_flag=True, default=None, help="torch.compile the U-Net.")
+@click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+              help="Model precision (auto: bf16/fp16 on CUDA, float32 on CPU).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
+@config_options
+@verbosity_options
+def infer(video: Path | None, audio: Path | None, pairs: Path | None, out_dir: Path, name: str | None,
+          overwrite: bool, config_file: Path | None, overrides: tuple[str, ...], compile_unet: bool | None,
+          **flags) -> None:
+    """Lip-sync VIDEO to AUDIO (any file with an audio stream); the output lasts as long as the audio."""
+    from lsync.config import resolve_config
+    from lsync.errors import UsageError
+    from lsync.stages.infer import InferConfig, read_pairs, run, run_pairs
+
+    if pairs is not None and (video is not None or audio is not None):
+        raise UsageError("pass VIDEO AUDIO or --pairs, not both", "see 'lsync infer --help'")
+    if pairs is None and (video is None or audio is None):
+        raise UsageError("missing VIDEO and AUDIO", "pass both, or --pairs pairs.csv")
+    if pairs is not None and name is not None:
+        raise UsageError("--name is for a single run", "put output names in the third column of the pairs CSV")
+    flags["compile"] = compile_unet
+    config = resolve_config(InferConfig, None, None, config_file, flags, overrides)
+    if pairs is not None:
+        run_pairs(read_pairs(pairs), out_dir, config, overwrite=overwrite)
+    else:
+        run(video, audio, out_dir, config, name=name, overwrite=overwrite)

@@ -1,0 +1,435 @@
+"""``lsync infer video.mp4 audio.wav``: a lip-synced video that lasts as long as the audio, in two streaming passes.
+
+1. **Faces** (:func:`lsync.stages.infer_faces.analyse_faces`): decode every frame at 25 fps, detect faces in
+   batches with the preprocessing detector, track one subject (:func:`lsync.face.track.track_faces`), smooth
+   its landmarks and fit one alignment matrix per frame (the reference's ``smooth=True`` alignment smoother).
+   Only boxes and three landmarks per frame are kept.
+2. **Audio**: Whisper features of the whole driving audio at 16 kHz (small: ~0.4 MB per second), cut into
+   per-frame windows chunk by chunk (:func:`lsync.audio.whisper.feature_window`).
+3. **Render**: the output frames are planned (:mod:`lsync.stages.infer_frames`: loop the video when the audio
+   is longer - ``pingpong``, ``loop`` or ``hold`` - or cut it when shorter) and streamed in 16-frame chunks:
+   align the faces, lip-sync the chunk (:class:`lsync.stages.infer_denoise.ChunkSampler`), paste each face
+   back with the feathered mask (:func:`lsync.face.align.restore_face`) and pipe the frame to the encoder,
+   which muxes the driving audio at its own sample rate and channel count. At most one chunk of frames (plus
+   one block when playing backwards) is in memory, so RAM does not grow with the length of the video.
+
+Frames whose source has no tracked face pass through unchanged; the edit fades in and out over
+``crossfade`` frames around each gap. Only a video with no face at all is an error.
+
+**Outputs.** ``OUT_DIR/<video-stem>.mp4`` (or the name given per pair) and ``OUT_DIR/lsync.json`` (kind
+``inference``). Several runs may share one output folder: ``lsync.json`` is the folder's manifest and keeps
+one entry per output file under ``summary.outputs`` (inputs with digests, model ids, parameters, timings and
+frame counts); a run replaces only its own entry, under an exclusive lock on the folder. All work happens in a
+per-run temp folder inside ``OUT_DIR``; the video appears by rename only when complete, and an existing one is
+replaced only with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lsync.config import config_to_dict
+from lsync.console import get_logger, progress, say
+from lsync.errors import InputError, ManifestError, UsageError
+from lsync.manifest import MANIFEST_NAME, TEMP_PREFIX
+
+log = get_logger(__name__)
+
+FPS = 25
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+CHUNK_FRAMES = 16
+
+__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "read_pairs", "run", "run_pairs"]
+
+
+@dataclass
+class InferConfig:
+    """Everything that shapes an inference output (recorded in ``lsync.json``)."""
+
+    preset: Literal["latentsync-1.5", "latentsync-1.6", "tiny"] = "latentsync-1.5"
+    unet: str | None = None  # our own U-Net: run dir, checkpoint dir, or a released-format .pt
+    weights_dir: str | None = None
+    steps: int = 20
+    guidance: float = 1.5
+    seed: int = 1247
+    loop: Literal["pingpong", "loop", "hold"] = "pingpong"
+    cache_interval: int = 1  # reuse the deep U-Net features for this many steps (1: off)
+    compile: bool = False
+    device: str | None = None  # None: CUDA when present
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    # faces (same meaning as in PreprocessConfig)
+    detector: Literal["mediapipe", "insightface"] = "mediapipe"
+    detector_models: str | None = None
+    detect_size: int = 640
+    detect_batch: int = 8
+    max_faces: int = 4
+    face_select: Literal["largest", "center"] = "largest"
+    max_gap: int = 5
+    min_face: int = 32
+    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"
+    smooth_strength: float = 1.0
+    align_smooth: bool = True  # the reference's smooth=True translation smoothing of the matrices
+    crossfade: int = 4  # frames over which the edit fades in/out next to frames without a face
+    # output
+    crf: int = 18
+    encode_preset: str = "medium"
+    reverse_block: int = 32  # frames decoded per block when the video plays backwards
+
+
+@dataclass
+class InferenceModels:
+    """Models loaded once and reused across runs (``--pairs``)."""
+
+    bundle: Any
+    ids: dict[str, Any]
+    sampler: Any
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class Pair:
+    video: Path
+    audio: Path
+    name: str  # output file name inside out_dir
+
+
+# ================================================================================================ helpers
+class StageTimer:
+    """Wall-clock seconds per stage, summed over every entry of ``with timer("stage"):``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        tic = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - tic
+
+    def as_dict(self) -> dict[str, float]:
+        return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
+
+
+def _check_inputs(video: Path, audio: Path):
+    """Probe both inputs before anything is created; every problem is a one-line :class:`InputError`."""
+    from lsync.media.probe import probe
+
+    for path, what in ((video, "video"), (audio, "audio")):
+        if not Path(path).exists():
+            raise InputError(f"{what} file {path} does not exist", "check the path")
+    video_info = probe(video).require(video=True, audio=False)
+    audio_info = probe(audio).require(video=False, audio=True)
+    return video_info, audio_info
+
+
+def output_name(video: Path, name: str | None = None) -> str:
+    """``<video-stem>.mp4`` unless a name is given (``.mp4`` is added when it has no suffix)."""
+    if name:
+        if Path(name).name != name:
+            raise UsageError(f"output name {name!r} must be a file name, not a path", "drop the folders")
+        return name if Path(name).suffix else f"{name}.mp4"
+    return f"{Path(video).stem}.mp4"
+
+
+def _check_out_dir(out_dir: Path, names: list[str], overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out-dir {out_dir} is a file", "pass a folder")
+    manifest = out_dir / MANIFEST_NAME
+    if manifest.is_file():
+        from lsync.manifest import read_manifest
+
+        try:
+            read_manifest(out_dir, kind="inference")
+        except ManifestError as exc:
+            raise UsageError(f"{out_dir} holds another kind of lsync output ({exc.what})",
+                             "choose another --out-dir") from None
+    if len(set(names)) != len(names):
+        raise UsageError("two runs would write the same output file", "give each pair its own output name")
+    existing = [name for name in names if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise UsageError(f"{out_dir / existing[0]} already exists", "pass --overwrite to replace it")
+
+
+def load_models_for(config: InferConfig) -> InferenceModels:
+    """Load the models of ``config`` once (device, dtype, threads applied)."""
+    import torch
+
+    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models, pick_device
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    tic = time.perf_counter()
+    device, dtype = pick_device(config.device, config.dtype)
+    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet)
+    sampler = ChunkSampler(bundle, device, dtype, steps=config.steps, guidance=config.guidance, seed=config.seed,
+                           cache_interval=config.cache_interval, compile=config.compile, num_frames=CHUNK_FRAMES)
+    ids.update(device=str(device), dtype=str(dtype).removeprefix("torch."), resolution=bundle.resolution)
+    return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - tic)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Exclusive lock on a folder (flock on its descriptor: nothing is left behind)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _record_output(out_dir: Path, entry: dict[str, Any], config: InferConfig) -> dict[str, Any]:
+    """Add (or replace) this output's entry in the folder's ``lsync.json``; entries of deleted files are dropped."""
+    from lsync.manifest import read_manifest, write_manifest
+
+    with _locked(out_dir):
+        outputs: dict[str, Any] = {}
+        if (out_dir / MANIFEST_NAME).is_file():
+            with contextlib.suppress(ManifestError):
+                outputs = dict(read_manifest(out_dir, kind="inference")["summary"].get("outputs", {}))
+        outputs = {name: e for name, e in outputs.items() if (out_dir / name).is_file()}
+        outputs[entry["output"]] = entry
+        inputs, seen = [], set()
+        for e in outputs.values():
+            for item in (e["inputs"]["video"], e["inputs"]["audio"]):
+                key = (item["path"], item["digest"])
+                if key not in seen:
+                    seen.add(key)
+                    inputs.append(item)
+        summary = {
+            "outputs": outputs,
+            "frames_total": sum(e["frames"]["total"] for e in outputs.values()),
+            "frames_synced": sum(e["frames"]["synced"] for e in outputs.values()),
+            "frames_passed_through": sum(e["frames"]["passed_through"] for e in outputs.values()),
+        }
+        return write_manifest(out_dir, "inference", config_to_dict(config), inputs=inputs, summary=summary)
+
+
+# ================================================================================================ one run
+def run(video: str | Path, audio: str | Path, out_dir: str | Path, config: InferConfig,
+        models: InferenceModels | None = None, name: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Lip-sync ``video`` to ``audio`` into ``out_dir``; returns this output's ``lsync.json`` entry."""
+    video, audio, out_dir = Path(video), Path(audio), Path(out_dir)
+    _check_inputs(video, audio)
+    name = output_name(video, name)
+    _check_out_dir(out_dir, [name], overwrite)
+    models = models or load_models_for(config)
+    return _run_checked(Pair(video, audio, name), out_dir, config, models)
+
+
+def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: InferenceModels) -> dict[str, Any]:
+    from lsync.manifest import describe_input
+
+    created_out_dir = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}infer-", dir=out_dir))
+    started = time.perf_counter()
+    try:
+        timer = StageTimer()
+        timer.seconds["load_models"] = models.load_seconds
+        frames = _synthesize(pair, work / pair.name, config, models, timer)
+        os.replace(work / pair.name, out_dir / pair.name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        if created_out_dir:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if nothing else landed there
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    entry = {
+        "output": pair.name,
+        "inputs": {"video": describe_input(pair.video, "video"), "audio": describe_input(pair.audio, "audio")},
+        "models": models.ids,
+        "parameters": config_to_dict(config),
+        "frames": frames,
+        "timings_s": timer.as_dict(),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    _record_output(out_dir, entry, config)
+    say(f"[green]wrote[/] {out_dir / pair.name} ({frames['total']} frames, {frames['synced']} lip-synced, "
+        f"{frames['passed_through']} passed through)")
+    return entry
+
+
+def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: InferenceModels,
+                timer: StageTimer) -> dict[str, Any]:
+    """Both passes for one pair; writes ``out_path`` (video + driving audio) and returns the frame counts."""
+    from lsync.media.audio import load_audio
+    from lsync.media.probe import probe
+    from lsync.media.video import VideoWriter
+    from lsync.stages.infer_faces import analyse_faces
+    from lsync.stages.infer_frames import FrameStream, crossfade_weights, source_indices
+
+    bundle, sampler = models.bundle, models.sampler
+    resolution = bundle.resolution
+    with progress(transient=True) as bar:
+        faces_task = bar.add_task("faces", total=probe(pair.video).frames_at(FPS), unit="frames")
+        geometry = analyse_faces(pair.video, config, resolution, fps=FPS,
+                                 on_frames=lambda n: bar.update(faces_task, advance=n))
+    for stage, seconds in geometry.timings.items():
+        timer.seconds["decode" if stage == "decode" else "detect"] += seconds
+    if geometry.num_frames == 0:
+        raise InputError(f"{pair.video} has no decodable frames", "check that the video is complete")
+    if not geometry.has_face.any():
+        raise InputError(f"no face found in any of the {geometry.num_frames} frames of {pair.video}",
+                         f"pass a video that shows a face of at least {config.min_face} px (--set min_face=...)")
+
+    with timer("audio_features"):
+        samples = load_audio(pair.audio, sample_rate=SAMPLE_RATE, mono=True)
+        features = bundle.audio(samples)  # (T50, L+1, D) float32, CPU
+    num_output = max(1, int(round(len(samples) / SAMPLES_PER_FRAME)))
+    indices = source_indices(num_output, geometry.num_frames, config.loop)
+    weights = crossfade_weights(geometry.has_face[indices], config.crossfade)
+
+    width, height = geometry.frame_size
+    stream = FrameStream(pair.video, indices, fps=FPS, block=config.reverse_block)
+    renderer = _ChunkRenderer(geometry, features, sampler, weights, timer)
+    with progress(transient=True) as bar:
+        task = bar.add_task("lip-sync", total=num_output, unit="frames")
+        with VideoWriter(out_path, FPS, width, height, crf=config.crf, preset=config.encode_preset,
+                         audio_path=pair.audio, shortest=False) as writer:
+            frames = iter(stream)
+            chunk: list[tuple[int, int, np.ndarray]] = []
+            while True:
+                with timer("decode"):
+                    item = next(frames, None)
+                if item is not None:
+                    chunk.append(item)
+                if chunk and (len(chunk) == CHUNK_FRAMES or item is None):
+                    for frame in renderer(chunk):
+                        with timer("encode"):
+                            writer.write(frame)
+                    bar.update(task, advance=len(chunk))
+                    chunk = []
+                if item is None:
+                    break
+            encode_tic = time.perf_counter()
+        timer.seconds["encode"] += time.perf_counter() - encode_tic  # the encoder draining on close
+    synced = int((weights > 0).sum())
+    return {
+        "total": num_output,
+        "synced": synced,
+        "passed_through": num_output - synced,
+        "source_frames": geometry.num_frames,
+        "source_frames_with_face": geometry.frames_with_face,
+        "source_frames_interpolated": int(geometry.interpolated.sum()),
+        "face_segments": [list(s) for s in geometry.segments],
+        "face_region": renderer.region(),
+        "frames_read_pass2": stream.frames_decoded,
+        "loop": config.loop if num_output > geometry.num_frames else None,
+        "audio_seconds": round(len(samples) / SAMPLE_RATE, 4),
+    }
+
+
+class _ChunkRenderer:
+    """One chunk of (output index, source index, frame) in, the finished frames out (in order)."""
+
+    def __init__(self, geometry, features, sampler, weights: np.ndarray, timer: StageTimer):
+        self.geometry, self.features, self.sampler = geometry, features, sampler
+        self.weights, self.timer = weights, timer
+        self.resolution = geometry.resolution
+        self.touched: list[int] | None = None  # union (x0, y0, x1, y1) of the frame areas faces were pasted into
+
+    def region(self) -> list[int] | None:
+        """``[x0, y0, x1, y1)`` of frame pixels the paste-back may have changed (None: no frame was edited)."""
+        return self.touched
+
+    def _touch(self, frame: np.ndarray, affine: np.ndarray) -> None:
+        from lsync.stages.infer_faces import face_window, paste_margin
+
+        rows, cols = face_window(affine, self.resolution, frame.shape[:2], paste_margin(affine, self.resolution))
+        box = [cols.start, rows.start, cols.stop, rows.stop]
+        if self.touched is None:
+            self.touched = box
+        else:
+            self.touched = [min(self.touched[0], box[0]), min(self.touched[1], box[1]),
+                            max(self.touched[2], box[2]), max(self.touched[3], box[3])]
+
+    def __call__(self, chunk: list[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
+        from lsync.audio.whisper import feature_window
+        from lsync.stages.infer_faces import align_crop, paste_face
+
+        synced_rows = [row for row, (out, _, _) in enumerate(chunk) if self.weights[out] > 0]
+        if not synced_rows:
+            return [frame for _, _, frame in chunk]
+        with self.timer("align"):
+            faces = {row: align_crop(chunk[row][2], self.geometry.affines[chunk[row][1]], self.resolution)
+                     for row in synced_rows}
+            # Rows without a face (and the padding of a short last chunk) borrow the nearest face: the U-Net
+            # always sees 16 frames, and those rows' outputs are dropped.
+            synced = np.array(synced_rows)
+            stack = np.stack([faces[int(synced[np.abs(synced - row).argmin()])] for row in range(CHUNK_FRAMES)])
+        with self.timer("audio_features"):
+            audio = feature_window(self.features, chunk[0][0], CHUNK_FRAMES)
+        with self.timer("denoise"):
+            generated = self.sampler(stack, audio)
+        with self.timer("restore"):
+            for row in synced_rows:
+                out, src, frame = chunk[row]
+                paste_face(frame, generated[row], self.geometry.affines[src], float(self.weights[out]))
+                self._touch(frame, self.geometry.affines[src])
+        return [frame for _, _, frame in chunk]
+
+
+# ================================================================================================ batches
+def read_pairs(path: str | Path) -> list[Pair]:
+    """Rows ``video, audio[, output name]`` of a CSV file (an optional header row starting with ``video``;
+    blank lines and ``#`` comments skipped; relative paths are relative to the CSV's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"pairs file {path} does not exist", "pass a CSV of video,audio[,output name] rows")
+    pairs = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            row = [cell.strip() for cell in row]
+            if not any(row) or row[0].startswith("#"):
+                continue
+            if number == 1 and row[0].lower() == "video":
+                continue
+            if len(row) not in (2, 3) or not row[0] or not row[1]:
+                raise UsageError(f"{path} line {number}: expected video,audio[,output name], got {len(row)} fields",
+                                 "fix the CSV row")
+            video, audio = (Path(cell).expanduser() for cell in row[:2])
+            video = video if video.is_absolute() else path.parent / video
+            audio = audio if audio.is_absolute() else path.parent / audio
+            pairs.append(Pair(video, audio, output_name(video, row[2] if len(row) == 3 else None)))
+    if not pairs:
+        raise UsageError(f"{path} lists no pairs", "add video,audio rows")
+    return pairs
+
+
+def run_pairs(pairs: list[Pair], out_dir: str | Path, config: InferConfig, overwrite: bool = False,
+              models: InferenceModels | None = None) -> list[dict[str, Any]]:
+    """Run every pair with one set of models; all inputs are checked before the first run starts."""
+    out_dir = Path(out_dir)
+    for pair in pairs:
+        _check_inputs(pair.video, pair.audio)
+    _check_out_dir(out_dir, [pair.name for pair in pairs], overwrite)
+    models = models or load_models_for(config)
+    entries = []
+    for number, pair in enumerate(pairs, start=1):
+        log.info("pair %d of %d: %s + %s", number, len(pairs), pair.video, pair.audio)
+        entries.append(_run_checked(pair, out_dir, config, models))
+    return entries

@@ -1,0 +1,293 @@
+"""Inference models and the per-chunk sampler: 16 aligned faces + their audio in, lip-synced faces out.
+
+Per chunk (LatentSync's pipeline):
+
+1. pixel values ``(x / 255 - 0.5) / 0.5``; masked frames = pixels x the mouth mask (1 keeps, 0 repaints);
+2. two VAE encodes, once per chunk (not per step): masked-frame latents and reference latents (the reference
+   is the frames themselves); the mask downsampled (nearest) to the latent grid;
+3. DDIM from noise that is one ``(1, 4, 1, h, w)`` draw repeated over every frame (drawn once per run from
+   ``seed``, so every chunk starts from the same noise); the U-Net reads 13 channels = noisy latents (4) +
+   mask (1) + masked latents (4) + reference latents (4);
+4. classifier-free guidance ``uncond + s (cond - uncond)`` with all-zero audio as "uncond" (one batch of 2);
+5. decode, then composite: generated pixels only where the mask repaints, ``decoded (1 - m) + pixels m``.
+
+Optional speed-ups: bf16/fp16 weights on CUDA, ``torch.compile`` of the U-Net, and :class:`DeepFeatureCache`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lsync.console import get_logger
+from lsync.errors import CheckpointError, InputError, UsageError
+
+log = get_logger(__name__)
+
+__all__ = ["ChunkSampler", "DeepFeatureCache", "load_inference_models", "pick_device", "resolve_unet_source"]
+
+
+# ================================================================================================ models
+def pick_device(device: str | None, dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """``device`` (None: CUDA when present) and the model dtype (``auto``: bf16 on CUDA where supported, else
+    fp16; float32 on CPU)."""
+    resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA device", "use --device cpu")
+    if dtype == "auto":
+        if resolved.type != "cuda":
+            return resolved, torch.float32
+        return resolved, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return resolved, {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def resolve_unet_source(path: str | Path) -> Path:
+    """The checkpoint a ``--unet`` argument names.
+
+    Accepted: a checkpoint directory (``config.json`` + ``model.safetensors``, written by
+    :func:`lsync.models.checkpoints.save_model`); a training run directory, whose newest complete
+    ``checkpoints/step-*/`` is taken; or a weights file (``.pt`` in the released format, or ``.safetensors``)
+    that is built with the preset's U-Net config.
+    """
+    from lsync.models.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise InputError(f"--unet {p} does not exist", "pass a run directory, a checkpoint directory or a .pt file")
+    if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file():
+        return p
+    steps = []
+    for candidate in (p / "checkpoints").glob("step-*") if (p / "checkpoints").is_dir() else []:
+        match = re.fullmatch(r"step-(\d+)", candidate.name)
+        if match and (candidate / CONFIG_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
+            steps.append((int(match[1]), candidate))
+    if not steps:
+        raise InputError(f"--unet {p} holds no checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME}, or checkpoints/step-*/)",
+                         "pass a training run directory or one of its checkpoints")
+    return max(steps)[1]
+
+
+def _load_unet(source: Path, preset_config: dict[str, Any]):
+    from lsync.models.checkpoints import load_model_config, load_model_weights, load_state_dict_strict, read_state_dict
+    from lsync.models.presets import build_unet
+
+    if source.is_dir():
+        config = load_model_config(source)
+        # A training run may record its model config beside the constructor keys; keep only the latter.
+        config = {k: v for k, v in config.items() if not k.startswith("_")}
+        try:
+            unet = build_unet(config)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}/config.json is not a U-Net config ({exc})",
+                                  "pass a U-Net checkpoint written by lsync") from exc
+        return load_model_weights(unet, source)
+    checkpoint = read_state_dict(source, mmap=source.suffix != ".safetensors")
+    with torch.device("meta"):
+        unet = build_unet(preset_config)
+    return load_state_dict_strict(unet, checkpoint.state_dict, str(source), assign=True)
+
+
+def load_inference_models(preset: str, weights_dir: str | Path | None = None, unet: str | Path | None = None):
+    """A :class:`~lsync.models.presets.ModelBundle` for ``preset``, its U-Net optionally replaced by ``unet``.
+
+    Returns ``(bundle, model_ids)`` where ``model_ids`` names every model (file paths and digests where files
+    were read) for the output manifest.
+    """
+    from lsync.audio.whisper import WhisperFeatureExtractor, load_whisper_encoder
+    from lsync.diffusion import make_scheduler
+    from lsync.manifest import quick_file_digest
+    from lsync.models.presets import ModelBundle, load_models, model_config
+    from lsync.models.vae import load_vae
+    from lsync.weights import PRESET_RESOLUTION, find_file, preset_files
+
+    if preset not in PRESET_RESOLUTION:
+        raise UsageError(f"unknown model preset '{preset}'", f"choose one of: {', '.join(PRESET_RESOLUTION)}")
+    ids: dict[str, Any] = {"preset": preset}
+    if unet is None:
+        bundle = load_models(preset, weights_dir)
+        ids["files"] = {role: {"path": str(path), "digest": quick_file_digest(path)}
+                        for role, path in sorted(bundle.files.items())}
+        return bundle, ids
+
+    source = resolve_unet_source(unet)
+    preset_unet_config = model_config("unet_tiny" if preset == "tiny" else "unet_stage2")
+    if preset == "tiny":
+        bundle = load_models("tiny")
+    else:
+        # Only the VAE and Whisper come from the preset: the released U-Net need not be on disk.
+        files = {}
+        for file in preset_files(preset):
+            if file.role == "whisper" or file.role.startswith("vae/"):
+                found = find_file(file, preset, weights_dir)
+                if found is None:
+                    raise InputError(f"weights for preset '{preset}' not found: {file.filename}",
+                                     f"run `lsync weights fetch --preset {preset} --for inference`")
+                files[file.role] = found
+        bundle = ModelBundle(preset=preset, resolution=PRESET_RESOLUTION[preset], unet=None,
+                             vae=load_vae(files["vae/config.json"].parent),
+                             audio=WhisperFeatureExtractor(load_whisper_encoder(files["whisper"])),
+                             scheduler=make_scheduler(), files=files)
+    bundle.unet = _load_unet(source, preset_unet_config).eval()
+    weights = source / "model.safetensors" if source.is_dir() else source
+    ids["unet"] = {"path": str(source), "digest": quick_file_digest(weights)}
+    ids["files"] = {role: {"path": str(path), "digest": quick_file_digest(path)}
+                    for role, path in sorted(bundle.files.items())}
+    return bundle, ids
+
+
+# ================================================================================================ DeepCache
+class DeepFeatureCache:
+    """Reuse the U-Net's deep features across denoising steps (DeepCache, Ma et al., CVPR 2024).
+
+    Between neighbouring DDIM steps the output of the deep part of the U-Net - every down block but the first,
+    the mid block and every up block but the last - changes little, while the shallow path (``conv_in``, the
+    first down block, the last up block) carries the detail. On a *full* step everything runs and forward hooks
+    remember the deep blocks' outputs; on the ``interval - 1`` steps after it, those blocks' ``forward`` is
+    swapped (on the instance, restored afterwards) for one that returns the remembered output, so only the
+    shallow path is computed. The last up block still gets fresh skip connections from ``conv_in`` and the
+    first down block, and the fresh timestep embedding.
+
+    ``interval=1`` disables it. Call :meth:`reset` when a new chunk starts.
+    """
+
+    def __init__(self, unet: nn.Module, interval: int):
+        if interval < 1:
+            raise UsageError(f"--cache-interval must be >= 1, got {interval}", "use 1 to disable feature reuse")
+        self.interval = interval
+        self.deep: list[nn.Module] = [*unet.down_blocks[1:], unet.mid_block, *unet.up_blocks[:-1]]
+        self.outputs: dict[int, Any] = {}
+        self.step = 0
+
+    def reset(self) -> None:
+        self.outputs.clear()
+        self.step = 0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[bool]:
+        """Wrap one U-Net call; yields True when this call reuses the deep features."""
+        reuse = self.interval > 1 and self.step % self.interval != 0 and len(self.outputs) == len(self.deep)
+        self.step += 1
+        if self.interval == 1:
+            yield False
+            return
+        handles = []
+        if reuse:
+            for module in self.deep:
+                module.forward = _returns(self.outputs[id(module)])
+        else:
+            for module in self.deep:
+                handles.append(module.register_forward_hook(self._remember))
+        try:
+            yield reuse
+        finally:
+            for handle in handles:
+                handle.remove()
+            if reuse:
+                for module in self.deep:
+                    del module.forward  # back to the class's forward
+
+    def _remember(self, module: nn.Module, args, output) -> None:
+        self.outputs[id(module)] = output
+
+
+def _returns(value):
+    def cached_forward(*args, **kwargs):
+        return value
+
+    return cached_forward
+
+
+# ================================================================================================ sampler
+class ChunkSampler:
+    """Lip-syncs one chunk of aligned faces at a time (see the module docstring).
+
+    Args:
+        bundle: models (moved to ``device`` / ``dtype`` here; Whisper stays float32).
+        steps: DDIM steps; guidance: classifier-free guidance scale (<= 1 skips the unconditional branch).
+        seed: the shared initial noise; cache_interval: :class:`DeepFeatureCache`; compile: ``torch.compile``
+            the U-Net (not together with ``cache_interval > 1``, which swaps block methods at run time).
+    """
+
+    def __init__(self, bundle, device: torch.device, dtype: torch.dtype, steps: int = 20, guidance: float = 1.5,
+                 seed: int = 1247, cache_interval: int = 1, compile: bool = False, num_frames: int = 16):
+        from lsync.face.mask import latent_mask, mouth_mask
+
+        if steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {steps}", "use e.g. --steps 20")
+        if compile and cache_interval > 1:
+            raise UsageError("--compile and --cache-interval > 1 cannot be combined",
+                             "feature reuse swaps U-Net block methods at run time; choose one")
+        self.bundle = bundle
+        self.device, self.dtype = device, dtype
+        self.resolution = bundle.resolution
+        self.num_frames = num_frames
+        self.guidance = guidance
+        for model in (bundle.unet, bundle.vae):
+            # diffusers warns on every dtype cast, even a no-op one: cast only when the dtype changes.
+            model.to(device=device) if model.dtype == dtype else model.to(device=device, dtype=dtype)
+        bundle.audio.encoder.to(device=device)
+        self.cache = DeepFeatureCache(bundle.unet, cache_interval)
+        self.unet = torch.compile(bundle.unet) if compile else bundle.unet
+        self.scheduler = bundle.scheduler
+        self.scheduler.set_timesteps(steps, device=device)
+        self.timesteps = self.scheduler.timesteps
+
+        mask = mouth_mask(self.resolution)  # (R, R) 1 = keep
+        self.pixel_mask = torch.tensor(np.asarray(mask), device=device, dtype=torch.float32)[None, None, None]
+        latent_size = self.resolution // 8
+        self.latent_mask = latent_mask(mask, latent_size).to(device=device, dtype=dtype).reshape(
+            1, 1, 1, latent_size, latent_size)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        latent_channels = bundle.vae.config.latent_channels
+        # One draw repeated over the frames: every frame of every chunk starts from the same noise.
+        self.initial_noise = torch.randn((1, latent_channels, 1, latent_size, latent_size), generator=generator)
+        self.initial_noise = self.initial_noise.to(device) * self.scheduler.init_noise_sigma
+
+    @torch.inference_mode()
+    def __call__(self, faces: np.ndarray, audio: torch.Tensor) -> torch.Tensor:
+        """faces: (F, R, R, 3) uint8 aligned faces; audio: (F, S, D) audio tokens.
+
+        Returns (F, 3, R, R) float32 in [-1, 1] on the CPU: generated mouth region, original pixels elsewhere.
+        """
+        from lsync.models.vae import decode, encode
+
+        num_frames = len(faces)
+        pixels = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device).permute(3, 0, 1, 2)[None]
+        pixels = (pixels.float() / 255 - 0.5) / 0.5  # (1, 3, F, R, R)
+        masked = pixels * self.pixel_mask
+        masked_latents = encode(self.bundle.vae, masked.to(self.dtype))
+        reference_latents = encode(self.bundle.vae, pixels.to(self.dtype))
+        mask = self.latent_mask.expand(1, 1, num_frames, -1, -1)
+        condition = torch.cat([mask, masked_latents.to(self.dtype), reference_latents.to(self.dtype)], dim=1)
+
+        audio = audio.to(device=self.device, dtype=self.dtype)[None]  # (1, F, S, D)
+        use_guidance = self.guidance > 1.0
+        if use_guidance:
+            audio = torch.cat([torch.zeros_like(audio), audio])
+            condition = torch.cat([condition, condition])
+
+        latents = self.initial_noise.expand(-1, -1, num_frames, -1, -1).float()
+        self.cache.reset()
+        for t in self.timesteps:
+            model_input = torch.cat([latents, latents]) if use_guidance else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_input = torch.cat([model_input.to(self.dtype), condition], dim=1)
+            with self.cache():
+                noise = self.unet(model_input, t, encoder_hidden_states=audio).sample.float()
+            if use_guidance:
+                uncond, cond = noise.chunk(2)
+                noise = uncond + self.guidance * (cond - uncond)
+            latents = self.scheduler.step(noise, t, latents, eta=0.0).prev_sample
+
+        decoded = decode(self.bundle.vae, latents).float()  # (1, 3, F, R, R)
+        composited = decoded * (1 - self.pixel_mask) + pixels * self.pixel_mask
+        return composited[0].permute(1, 0, 2, 3).clamp(-1, 1).cpu()

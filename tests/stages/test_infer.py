@@ -1,0 +1,319 @@
+"""``lsync infer``: frame plans, backward streaming, feature reuse, checkpoints, and end-to-end runs on real faces."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from lsync.manifest import read_manifest
+from lsync.media.ffmpeg import ffmpeg_command
+from lsync.media.probe import probe
+from lsync.media.video import VideoReader, VideoWriter
+from lsync.stages.infer import InferConfig, load_models_for, read_pairs, run, run_pairs
+from lsync.stages.infer_denoise import DeepFeatureCache, load_inference_models, resolve_unet_source
+from lsync.stages.infer_frames import FrameStream, crossfade_weights, playback_runs, source_indices
+
+FAST = dict(preset="tiny", steps=2, threads=1, encode_preset="ultrafast", detect_size=320)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a CPU shared with other jobs, two OpenMP threads can run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _ffmpeg(*args) -> None:
+    subprocess.run(ffmpeg_command(*args), check=True, capture_output=True)
+
+
+# ================================================================================================ frame plans
+def test_pingpong_bounces_without_repeating_the_turning_frames():
+    assert source_indices(10, 4, "pingpong").tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert source_indices(5, 4, "loop").tolist() == [0, 1, 2, 3, 0]
+    assert source_indices(6, 4, "hold").tolist() == [0, 1, 2, 3, 3, 3]
+    assert source_indices(3, 8, "pingpong").tolist() == [0, 1, 2]  # a longer video is cut
+    assert source_indices(4, 1, "pingpong").tolist() == [0, 0, 0, 0]
+
+
+def test_playback_runs_cover_the_plan_with_constant_steps():
+    plan = np.array([0, 1, 2, 3, 2, 1, 0, 1, 5, 5, 5])
+    runs = playback_runs(plan)
+    assert [(r.out_start, r.first, r.length, r.step) for r in runs] == [
+        (0, 0, 4, 1), (4, 2, 3, -1), (7, 1, 1, 1), (8, 5, 3, 0)]
+    rebuilt = [r.first + r.step * i for r in runs for i in range(r.length)]
+    assert rebuilt == plan.tolist()
+
+
+def test_crossfade_ramps_next_to_frames_without_a_face():
+    has_face = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1], bool)
+    weights = crossfade_weights(has_face, fade=2)
+    assert weights[4] == weights[5] == 0
+    np.testing.assert_allclose(weights[[3, 2, 1]], [1 / 3, 2 / 3, 1.0])
+    np.testing.assert_allclose(weights[[6, 7, 8, 11]], [1 / 3, 2 / 3, 1.0, 1.0])
+    assert crossfade_weights(np.ones(5, bool), 3).tolist() == [1.0] * 5
+    assert crossfade_weights(has_face, 0).tolist() == has_face.astype(float).tolist()
+
+
+@pytest.fixture(scope="module")
+def numbered_video(tmp_path_factory):
+    """A 20-frame video whose frame i is flat grey 10 i (nearly lossless), to check decode order."""
+    path = tmp_path_factory.mktemp("numbered") / "numbered frames.mp4"
+    with VideoWriter(path, 25, 32, 32, crf=0, preset="ultrafast") as writer:
+        for i in range(20):
+            writer.write(np.full((32, 32, 3), 10 * i, np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["pingpong", "loop", "hold"])
+def test_frame_stream_plays_the_plan_in_order_with_small_backward_blocks(numbered_video, mode):
+    plan = source_indices(47, 20, mode)
+    stream = FrameStream(numbered_video, plan, block=6)
+    seen = [(out, src, int(round(frame.mean() / 10))) for out, src, frame in stream]
+    assert [s[0] for s in seen] == list(range(47))
+    assert [s[1] for s in seen] == plan.tolist()
+    assert [s[2] for s in seen] == plan.tolist()  # the pixels are the planned frame's
+
+
+# ================================================================================================ models
+def test_deep_feature_cache_skips_the_deep_blocks_and_restores_them():
+    bundle, _ = load_inference_models("tiny")
+    unet = bundle.unet
+    torch.manual_seed(0)
+    sample, audio = torch.randn(1, 13, 4, 8, 8), torch.randn(1, 4, 50, 384)
+    calls = []
+    handle = unet.mid_block.resnets[0].register_forward_pre_hook(lambda *_: calls.append(1))  # inside a deep block
+    cache = DeepFeatureCache(unet, interval=3)
+    outputs = []
+    with torch.no_grad():
+        plain = unet(sample, 500, audio).sample
+        for step in range(4):
+            with cache() as reused:
+                outputs.append((reused, unet(sample, 500 - step, audio).sample))
+    handle.remove()
+    assert [reused for reused, _ in outputs] == [False, True, True, False]
+    assert len(calls) == 1 + 2  # the plain call and the two full steps
+    torch.testing.assert_close(outputs[0][1], plain)
+    # A reused step still runs the shallow path with its own timestep, so it differs from the full step.
+    assert not torch.equal(outputs[1][1], outputs[0][1])
+    assert "forward" not in vars(unet.mid_block)  # the class's forward is back
+    with torch.no_grad():
+        torch.testing.assert_close(unet(sample, 500, audio).sample, plain)
+
+
+def test_unet_checkpoints_are_found_in_run_dirs_and_loaded_strictly(tmp_path):
+    from lsync.errors import InputError
+    from lsync.models.checkpoints import save_model
+
+    bundle, _ = load_inference_models("tiny")
+    run_dir = tmp_path / "run"
+    for step in (10, 200):
+        torch.manual_seed(step)
+        for p in bundle.unet.parameters():
+            p.data.normal_()
+        save_model(bundle.unet, run_dir / "checkpoints" / f"step-{step:06d}", dict(bundle.unet.config))
+    (run_dir / "checkpoints" / "step-000300").mkdir()  # unfinished: no files
+    assert resolve_unet_source(run_dir).name == "step-000200"
+    loaded, ids = load_inference_models("tiny", unet=run_dir)
+    for name, tensor in loaded.unet.state_dict().items():
+        torch.testing.assert_close(tensor, bundle.unet.state_dict()[name])
+    assert ids["unet"]["path"].endswith("step-000200")
+    torch.save({"state_dict": bundle.unet.state_dict(), "global_step": 5}, tmp_path / "released.pt")
+    from_pt, _ = load_inference_models("tiny", unet=tmp_path / "released.pt")
+    torch.testing.assert_close(from_pt.unet.conv_in.weight, bundle.unet.conv_in.weight)
+    with pytest.raises(InputError, match="no checkpoint"):
+        resolve_unet_source(tmp_path)
+
+
+# ================================================================================================ end to end
+@pytest.fixture(scope="module")
+def models():
+    return load_models_for(InferConfig(**FAST))
+
+
+@pytest.fixture(scope="module")
+def clips(media, tmp_path_factory):
+    """Small cuts of demo1 (270x480): 2 s with its stereo 44.1 kHz audio, the same with frames 20-44 black,
+    a 3.5 s audio (longer than the video), a black video, and a video-only file."""
+    root = tmp_path_factory.mktemp("infer media")
+    src = media / "demo1_video.mp4"
+    paths = {name: root / f"{name}.mp4" for name in ("face", "gap", "black", "silent")}
+    _ffmpeg("-i", src, "-t", "2", "-vf", "scale=270:480", "-c:v", "libx264", "-crf", "12", "-preset", "ultrafast",
+            "-c:a", "aac", "-y", paths["face"])
+    _ffmpeg("-i", paths["face"], "-vf", "drawbox=enable='between(n,20,44)':color=black:t=fill",
+            "-c:v", "libx264", "-crf", "12", "-preset", "ultrafast", "-c:a", "copy", "-y", paths["gap"])
+    _ffmpeg("-i", paths["face"], "-vf", "drawbox=color=black:t=fill", "-c:v", "libx264", "-preset", "ultrafast",
+            "-c:a", "copy", "-y", paths["black"])
+    _ffmpeg("-i", paths["face"], "-an", "-c:v", "copy", "-y", paths["silent"])
+    paths["long_audio"] = root / "long speech.wav"
+    _ffmpeg("-i", media / "demo2_audio.wav", "-t", "3.5", "-y", paths["long_audio"])
+    return paths
+
+
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_short_video_with_longer_audio_loops_and_keeps_the_audio_format(clips, models, tmp_path):
+    out = tmp_path / "out dir é"
+    entry = run(clips["face"], clips["long_audio"], out, InferConfig(**FAST), models=models)
+    video = probe(out / "face.mp4")
+    assert (video.width, video.height, video.fps) == (270, 480, 25.0)
+    assert abs(video.video_duration_s - 3.5) <= 0.04
+    assert (video.audio_sample_rate, video.audio_channels) == (16000, 1)
+    assert entry["frames"] == {**entry["frames"], "total": 88, "synced": 88, "passed_through": 0,
+                               "source_frames": 50, "loop": "pingpong"}
+    # The first 50 output frames are the video forward, then it plays backwards: frame 60 shows source 38.
+    frames = VideoReader(out / "face.mp4").read_all()
+    source = VideoReader(clips["face"]).read_all()
+    assert np.abs(frames[60, :40].astype(int) - source[38, :40]).mean() < 2  # top rows: far from the face
+    assert np.abs(frames[60, :40].astype(int) - source[12, :40]).mean() > np.abs(
+        frames[60, :40].astype(int) - source[38, :40]).mean()
+    manifest = read_manifest(out, kind="inference")
+    recorded = manifest["summary"]["outputs"]["face.mp4"]
+    assert recorded["models"]["preset"] == "tiny"
+    assert recorded["parameters"]["steps"] == 2 and recorded["parameters"]["loop"] == "pingpong"
+    assert {"decode", "detect", "align", "audio_features", "denoise", "restore", "encode"} <= set(recorded["timings_s"])
+    assert recorded["inputs"]["audio"]["digest"].startswith("sha256:")
+    assert not [p for p in out.iterdir() if p.name.startswith(".lsync-tmp")]
+
+    # Stereo 44.1 kHz driving audio (the clip's own) keeps its rate and channels; video longer than audio: cut.
+    stereo = tmp_path / "stereo.m4a"
+    _ffmpeg("-i", clips["face"], "-vn", "-t", "1.2", "-c:a", "aac", "-y", stereo)
+    entry = run(clips["face"], stereo, out, InferConfig(**FAST), models=models, name="cut")
+    cut = probe(out / "cut.mp4")
+    assert (cut.audio_sample_rate, cut.audio_channels) == (44100, 2)
+    assert entry["frames"]["total"] == round(probe(stereo).audio_duration_s * 25)
+    assert abs(cut.video_duration_s - probe(stereo).audio_duration_s) <= 0.04
+    assert set(read_manifest(out, kind="inference")["summary"]["outputs"]) == {"face.mp4", "cut.mp4"}
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_frames_without_a_face_pass_through_with_a_crossfade(clips, models, tmp_path):
+    config = InferConfig(**FAST, crossfade=3)
+    entry = run(clips["gap"], clips["gap"], tmp_path, config, models=models)
+    frames = entry["frames"]
+    assert abs(frames["total"] - 50) <= 1
+    assert frames["passed_through"] == 25 and frames["synced"] == 25
+    output = VideoReader(tmp_path / "gap.mp4").read_all()
+    source = VideoReader(clips["gap"]).read_all()
+    assert output[20:45].max() <= 20  # the black frames stay black
+    # Next to the gap the edit is faded: frame 19 (weight 1/4) is closer to the source than frame 10 (weight 1).
+    diff = [np.abs(output[i].astype(int) - source[i]).mean() for i in (10, 19)]
+    assert diff[1] < diff[0]
+
+
+def _run_cli(args, capsys):
+    from lsync.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["infer", *args])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.media
+def test_bad_inputs_fail_in_one_line_with_exit_2_and_leave_nothing(clips, tmp_path, capsys):
+    out = tmp_path / "never made"
+    garbage = tmp_path / "broken.mp4"
+    garbage.write_bytes(b"not a video at all" * 100)
+    cases = [
+        ([str(tmp_path / "missing.mp4"), str(clips["long_audio"])], "does not exist"),
+        ([str(garbage), str(clips["long_audio"])], "broken.mp4"),
+        ([str(clips["face"]), str(clips["silent"])], "no audio stream"),
+    ]
+    for args, message in cases:
+        code, err = _run_cli([*args, "--out-dir", str(out), "--preset", "tiny"], capsys)
+        assert code == 2, err
+        assert err.count("\n") == 1 and err.startswith("lsync: error:") and message in err
+        assert not out.exists()
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_no_face_at_all_is_an_error_and_existing_outputs_are_kept(clips, models, tmp_path, capsys):
+    from lsync.errors import InputError, UsageError
+
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="no face found"):
+        run(clips["black"], clips["long_audio"], out, InferConfig(**FAST), models=models)
+    assert not out.exists()
+    out.mkdir()
+    (out / "face.mp4").write_bytes(b"keep me")
+    code, err = _run_cli([str(clips["face"]), str(clips["long_audio"]), "--out-dir", str(out), "--preset", "tiny"],
+                         capsys)
+    assert code == 2 and "--overwrite" in err
+    assert (out / "face.mp4").read_bytes() == b"keep me"
+    with pytest.raises(UsageError, match="same output"):
+        run_pairs(read_pairs(_pairs_csv(tmp_path, [(clips["face"], clips["gap"]), (clips["face"], clips["gap"])])),
+                  tmp_path / "x", InferConfig(**FAST), models=models)
+
+
+def _pairs_csv(folder, rows):
+    path = folder / "pairs.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video", "audio", "name"])
+        for row in rows:
+            writer.writerow([str(cell) for cell in row])
+    return path
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_pairs_load_the_models_once_and_share_one_manifest(clips, models, tmp_path, monkeypatch):
+    import lsync.stages.infer as infer_stage
+
+    loads = []
+    monkeypatch.setattr(infer_stage, "load_models_for", lambda config: loads.append(1) or models)
+    short_audio = tmp_path / "short.wav"
+    _ffmpeg("-i", clips["long_audio"], "-t", "0.7", "-y", short_audio)
+    pairs = read_pairs(_pairs_csv(tmp_path, [(clips["face"], short_audio, "first"),
+                                             (clips["gap"], short_audio, "second.mp4")]))
+    entries = run_pairs(pairs, tmp_path / "batch", InferConfig(**FAST))
+    assert len(loads) == 1
+    assert [e["output"] for e in entries] == ["first.mp4", "second.mp4"]
+    manifest = json.loads((tmp_path / "batch" / "lsync.json").read_text(encoding="utf-8"))
+    assert manifest["kind"] == "inference"
+    assert set(manifest["summary"]["outputs"]) == {"first.mp4", "second.mp4"}
+    assert manifest["summary"]["frames_total"] == 2 * round(0.7 * 25)
+
+
+# ================================================================================================ the demo
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_demo_1080p_pingpong_output_matches_the_input_away_from_the_face(media, models, tmp_path):
+    # Backward blocks of 64 frames: fewer re-decodes than the default 32 (the test's time goes into decoding).
+    config = InferConfig(**FAST, reverse_block=64)
+    entry = run(media / "demo1_video.mp4", media / "demo2_audio.wav", tmp_path, config, models=models)
+    info, audio = probe(tmp_path / "demo1_video.mp4"), probe(media / "demo2_audio.wav")
+    assert (info.width, info.height, info.fps) == (1080, 1920, 25.0)
+    assert abs(info.duration_s - audio.audio_duration_s) <= 0.04
+    assert abs(info.video_duration_s - audio.audio_duration_s) <= 0.04
+    assert (info.audio_sample_rate, info.audio_channels) == (audio.audio_sample_rate, audio.audio_channels)
+    assert entry["frames"]["loop"] == "pingpong" and entry["frames"]["passed_through"] == 0
+
+    # Away from the pasted faces (their windows plus the feather reach) output = input frames, PSNR >= 40 dB.
+    x0, y0, x1, y1 = entry["frames"]["face_region"]
+    keep = np.ones((1920, 1080), bool)
+    keep[y0:y1, x0:x1] = False
+    assert 0.5 < keep.mean() < 1
+    plan = source_indices(entry["frames"]["total"], entry["frames"]["source_frames"], "pingpong")
+    checked = list(range(0, len(plan), 37))
+    outputs = {k: f for k, f in enumerate(VideoReader(tmp_path / "demo1_video.mp4")) if k in checked}
+    wanted = {int(plan[k]) for k in checked}
+    inputs = {i: f for i, f in enumerate(VideoReader(media / "demo1_video.mp4")) if i in wanted}
+    for k in checked:
+        assert _psnr(outputs[k][keep], inputs[int(plan[k])][keep]) >= 40.0, k
