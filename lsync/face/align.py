@@ -349,7 +349,10 @@ def _erode(mask: torch.Tensor, size: int) -> torch.Tensor:
         return mask
     before, after = size // 2, size - size // 2 - 1
     padded = F.pad(mask, (before, after, before, after), mode="constant", value=float("inf"))
-    return -F.max_pool2d(-padded, kernel_size=size, stride=1)
+    # A box minimum is the minimum over columns of the minimum over rows: two 1-D passes, O(size) per pixel
+    # instead of O(size^2), with exactly the same result (the feathering kernel is ~50 px on a 1080p face).
+    negated = F.max_pool2d(-padded, kernel_size=(size, 1), stride=1)
+    return -F.max_pool2d(negated, kernel_size=(1, size), stride=1)
 
 
 def _gaussian_kernel1d(size: int, sigma: float, device, dtype) -> torch.Tensor:
