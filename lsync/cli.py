@@ -189,10 +189,12 @@ def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- later stages
 def _register_commands() -> None:
+    from lsync.commands.evaluate import evaluate
     from lsync.commands.infer import infer
     from lsync.commands.pipeline import pipeline
+    from lsync.commands.train import train
 
-    for command in (infer, pipeline):
+    for command in (train, evaluate, infer, pipeline):
         cli.add_command(command)
 
 

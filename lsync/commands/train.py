@@ -1,0 +1,91 @@
+"""``lsync train``: the training stages (``syncnet`` here; ``unet`` joins the same group)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lsync.cli_options import CONTEXT, config_options, verbosity_options
+
+
+@click.group(context_settings=CONTEXT)
+def train() -> None:
+    """Train the models: the SyncNet sync expert, then the lip-sync U-Net."""
+
+
+def loop_options(func):
+    """Flags every trainer shares; each maps to a ``train.*`` config key (``None`` = keep the preset's value)."""
+    options = [
+        click.option("--resume", default="auto", show_default=True, metavar="auto|never|PATH",
+                     help="Continue from the run's latest checkpoint (auto), start fresh (never), or a checkpoint."),
+        click.option("--max-steps", "train__max_steps", type=click.IntRange(min=1), help="Optimizer steps in all."),
+        click.option("--max-minutes", "train__max_minutes", type=click.FloatRange(min=0), help="Wall-time budget."),
+        click.option("--batch-size", "train__batch_size", type=click.IntRange(min=1),
+                     help="Samples per process and micro-step."),
+        click.option("--grad-accum", "train__grad_accum", type=click.IntRange(min=1), help="Micro-steps per step."),
+        click.option("--lr", "train__lr", type=float, help="AdamW learning rate."),
+        click.option("--keep-last", "train__keep_last", type=click.IntRange(min=0), help="Checkpoints kept (0: all)."),
+        click.option("--val-every", "train__val_every", type=click.IntRange(min=0), help="Steps between validations."),
+        click.option("--checkpoint-every", "train__checkpoint_every", type=click.IntRange(min=0),
+                     help="Steps between checkpoints."),
+        click.option("--workers", "train__num_workers", type=click.IntRange(min=0), help="Data-loader processes."),
+        click.option("--mixed-precision", "train__mixed_precision", type=click.Choice(["auto", "no", "fp16", "bf16"]),
+                     help="auto: bf16 (fp16 on older GPUs) on CUDA, float32 on CPU."),
+        click.option("--cpu", "train__cpu", is_flag=True, default=None, help="Train on the CPU even with a GPU."),
+        click.option("--seed", "train__seed", type=int, help="Run seed (weights, sample order, negatives)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@train.command("syncnet", context_settings=CONTEXT)
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", default="16_pixel_attn", show_default=True,
+              help="configs/syncnet/<name>.yaml (16_pixel_attn, 16_pixel, tiny) or a YAML path.")
+@click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
+              help="Fine-tune from these weights (stable_syncnet.pt, safetensors or a checkpoint directory).")
+@click.option("--min-offset", "data__min_offset", type=click.IntRange(min=1),
+              help="Frames between a same-clip negative's audio and its video.")
+@loop_options
+@config_options
+@verbosity_options
+def syncnet(data_dir: Path, run_dir: Path, preset: str, init: Path | None, resume: str, config_file: Path | None,
+            overrides: tuple[str, ...], **flags) -> None:
+    """Train the audio-visual sync expert on a data directory (lsync preprocess) into RUN_DIR."""
+    from lsync.config import resolve_config
+    from lsync.stages.train_syncnet import TrainSyncNetConfig, run
+
+    config = resolve_config(TrainSyncNetConfig, "syncnet", preset, config_file, dotted(flags, init=init), overrides)
+    summary = run(data_dir, run_dir, config, resume=resume)
+    if summary is not None:  # the main process of a distributed run reports
+        _print_summary(run_dir, summary)
+
+
+def dotted(flags: dict, **extra) -> dict:
+    """Click names ``train__max_steps`` -> config keys ``train.max_steps``; paths become strings."""
+    out = {key.replace("__", "."): value for key, value in {**flags, **extra}.items()}
+    return {key: str(value) if isinstance(value, Path) else value for key, value in out.items()}
+
+
+def _print_summary(run_dir: Path, summary: dict) -> None:
+    from rich.table import Table
+
+    from lsync.console import result_console
+
+    table = Table(title=str(run_dir), title_justify="left")
+    keys = [k for k in ("steps", "epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "stopped",
+                        "checkpoint") if k in summary]
+    for key in keys:
+        table.add_column(key)
+    table.add_row(*[f"{summary[k]:.4f}" if isinstance(summary[k], float) else str(summary[k]) for k in keys])
+    result_console.print(table)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m lsync.commands.train syncnet ... (no lsync on PATH)
+    from lsync.console import configure
+
+    configure()
+    train(prog_name="lsync train")
