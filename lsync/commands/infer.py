@@ -34,6 +34,8 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
               help="Model precision (auto: bf16/fp16 on CUDA, float32 on CPU).")
+@click.option("--frame-strip", is_flag=True, default=None,
+              help="Also write <name>.strip.png: input face, mask, generated face, blended frame.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @config_options
 @verbosity_options

@@ -88,6 +88,7 @@ class InferConfig:
     crf: int = 18
     encode_preset: str = "medium"
     reverse_block: int = 32  # frames decoded per block when the video plays backwards
+    frame_strip: bool = False  # also write <name>.strip.png: input, mask, generated, blended for one frame
 
 
 @dataclass
@@ -250,6 +251,8 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
         timer = StageTimer()
         timer.seconds["load_models"] = models.load_seconds
         frames = _synthesize(pair, work / pair.name, config, models, timer)
+        if frames.get("frame_strip"):
+            os.replace(work / frames["frame_strip"], out_dir / frames["frame_strip"])
         os.replace(work / pair.name, out_dir / pair.name)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -306,6 +309,8 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
     width, height = geometry.frame_size
     stream = FrameStream(pair.video, indices, fps=FPS, block=config.reverse_block)
     renderer = _ChunkRenderer(geometry, features, sampler, weights, timer)
+    if config.frame_strip:
+        renderer.strip = FrameStrip(at=_strip_frame(weights))
     with progress(transient=True) as bar:
         task = bar.add_task("lip-sync", total=num_output, unit="frames")
         with VideoWriter(out_path, FPS, width, height, crf=config.crf, preset=config.encode_preset,
@@ -328,6 +333,10 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
             encode_tic = time.perf_counter()
         timer.seconds["encode"] += time.perf_counter() - encode_tic  # the encoder draining on close
     synced = int((weights > 0).sum())
+    strip_name = None
+    if renderer.strip is not None and renderer.strip.panels:
+        strip_name = f"{Path(pair.name).stem}.strip.png"
+        renderer.strip.write(out_path.parent / strip_name)
     return {
         "total": num_output,
         "synced": synced,
@@ -340,7 +349,51 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
         "frames_read_pass2": stream.frames_decoded,
         "loop": config.loop if num_output > geometry.num_frames else None,
         "audio_seconds": round(len(samples) / SAMPLE_RATE, 4),
+        "frame_strip": strip_name,
     }
+
+
+def _strip_frame(weights: np.ndarray) -> int | None:
+    """The output frame the strip shows: the middle one of those fully lip-synced (None: none is)."""
+    full = np.flatnonzero(weights >= 1)
+    return int(full[len(full) // 2]) if len(full) else None
+
+
+class FrameStrip:
+    """Four panels of one output frame, side by side: the aligned input face, what the U-Net sees (mouth
+    masked out), the generated face, and the final frame after paste-back (aligned the same way)."""
+
+    min_panel = 160  # small faces (the tiny 64 px preset) are enlarged so the strip is readable
+
+    def __init__(self, at: int | None):
+        self.at = at
+        self.panels: list[np.ndarray] = []
+
+    def wants(self, output_index: int) -> bool:
+        return self.at is not None and output_index == self.at and not self.panels
+
+    def capture(self, face: np.ndarray, generated: np.ndarray, blended: np.ndarray) -> None:
+        """face, blended: (R, R, 3) uint8; generated: (3, R, R) float in [-1, 1]."""
+        from lsync.face.mask import mouth_mask
+
+        keep = mouth_mask(face.shape[0])[..., None]
+        masked = (face * keep + 128 * (1 - keep)).astype(np.uint8)  # grey where the U-Net repaints
+        generated = np.asarray(generated, np.float32).transpose(1, 2, 0)
+        generated = np.clip((generated + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        self.panels = [face, masked, generated, blended]
+
+    def write(self, path: Path) -> None:
+        import cv2
+
+        from lsync.manifest import atomic_output
+
+        size = max(self.min_panel, self.panels[0].shape[0])
+        panels = [cv2.resize(p, (size, size), interpolation=cv2.INTER_NEAREST) for p in self.panels]
+        gap = np.full((size, 4, 3), 255, np.uint8)
+        strip = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+        with atomic_output(path) as tmp:  # the temp name keeps .png, which cv2 needs to pick the codec
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"could not write {path}")
 
 
 class _ChunkRenderer:
@@ -351,6 +404,7 @@ class _ChunkRenderer:
         self.weights, self.timer = weights, timer
         self.resolution = geometry.resolution
         self.touched: list[int] | None = None  # union (x0, y0, x1, y1) of the frame areas faces were pasted into
+        self.strip: FrameStrip | None = None
 
     def region(self) -> list[int] | None:
         """``[x0, y0, x1, y1)`` of frame pixels the paste-back may have changed (None: no frame was edited)."""
@@ -390,6 +444,9 @@ class _ChunkRenderer:
                 out, src, frame = chunk[row]
                 paste_face(frame, generated[row], self.geometry.affines[src], float(self.weights[out]))
                 self._touch(frame, self.geometry.affines[src])
+                if self.strip is not None and self.strip.wants(out):
+                    blended = align_crop(frame, self.geometry.affines[src], self.resolution)
+                    self.strip.capture(faces[row], generated[row].numpy(), blended)
         return [frame for _, _, frame in chunk]
 
 

@@ -187,12 +187,30 @@ def test_short_video_with_longer_audio_loops_and_keeps_the_audio_format(clips, m
     # Stereo 44.1 kHz driving audio (the clip's own) keeps its rate and channels; video longer than audio: cut.
     stereo = tmp_path / "stereo.m4a"
     _ffmpeg("-i", clips["face"], "-vn", "-t", "1.2", "-c:a", "aac", "-y", stereo)
-    entry = run(clips["face"], stereo, out, InferConfig(**FAST), models=models, name="cut")
+    entry = run(clips["face"], stereo, out, InferConfig(**FAST, frame_strip=True), models=models, name="cut")
     cut = probe(out / "cut.mp4")
+    _check_frame_strip(out / entry["frames"]["frame_strip"], models.bundle.resolution)
     assert (cut.audio_sample_rate, cut.audio_channels) == (44100, 2)
     assert entry["frames"]["total"] == round(probe(stereo).audio_duration_s * 25)
     assert abs(cut.video_duration_s - probe(stereo).audio_duration_s) <= 0.04
     assert set(read_manifest(out, kind="inference")["summary"]["outputs"]) == {"face.mp4", "cut.mp4"}
+
+
+def _check_frame_strip(path, resolution):
+    """Four panels (input, masked input, generated, blended); the mask greys out only the mouth region."""
+    import cv2
+
+    from lsync.face.mask import mouth_mask
+    from lsync.stages.infer import FrameStrip
+
+    assert path.name == "cut.strip.png"
+    strip = cv2.imread(str(path))[..., ::-1]
+    size = max(FrameStrip.min_panel, resolution)
+    assert strip.shape == (size, 4 * size + 3 * 4, 3)
+    face, masked = (strip[:, i * (size + 4):i * (size + 4) + size].astype(int) for i in (0, 1))
+    repaint = cv2.resize(mouth_mask(resolution), (size, size), interpolation=cv2.INTER_NEAREST) < 0.01
+    assert np.abs(masked[repaint] - 128).max() <= 1
+    assert np.abs(masked[~repaint] - face[~repaint]).mean() < 8  # soft mask edge aside, the same pixels
 
 
 @pytest.mark.media
