@@ -3,6 +3,8 @@
 A recipe is YAML::
 
     workdir: lsync-demo            # default working directory ({workdir} in the steps)
+    vars:                          # named values ({clips} in the steps); `--var clips=4` overrides one
+      clips: 12
     steps:
       - name: data
         run: [preprocess, "{workdir}/raw", "{workdir}/data", --resolution, 64]
@@ -13,11 +15,13 @@ Each step is an ``lsync`` command line, run in this process. Before running it, 
 step's *key*: a digest of its resolved arguments and of the ``lsync.json`` of every earlier step's output it
 names. A step whose output is complete (``lsync.json`` present) and whose key equals the one recorded when
 it last finished is skipped, so rerunning a recipe resumes it and a finished recipe is a no-op. Keys are
-kept in ``<workdir>/.lsync-pipeline/<step>.json``.
+kept in ``<workdir>/.lsync-pipeline/<step>.json``. Variables are substituted before keys are computed, so a
+changed ``--var`` reruns exactly the steps that use it (and those downstream of them).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,16 +60,22 @@ class Recipe:
     steps: list[Step] = field(default_factory=list)
 
 
-def load_recipe(path: str | Path, workdir: str | Path | None = None) -> Recipe:
-    """Read and validate a recipe; ``{workdir}`` in arguments and outputs is substituted."""
+def load_recipe(path: str | Path, workdir: str | Path | None = None,
+                variables: dict[str, str] | None = None) -> Recipe:
+    """Read and validate a recipe; ``{workdir}`` and ``{var}`` in arguments and outputs are substituted.
+
+    ``variables`` override the recipe's ``vars:`` defaults; naming one the recipe does not declare is an error.
+    """
     from lsync.config import load_yaml
 
     recipe_path = Path(path)
     data = load_yaml(recipe_path)
-    unknown = set(data) - {"workdir", "steps", "description"}
+    unknown = set(data) - {"workdir", "steps", "description", "vars"}
     if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {recipe_path}", "use workdir, steps, description")
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {recipe_path}", "use workdir, vars, steps, description")
     root = Path(workdir or data.get("workdir") or "lsync-pipeline")
+    values = _variables(recipe_path, data.get("vars") or {}, variables or {})
+    values["workdir"] = str(root)
     steps = []
     for index, raw in enumerate(data.get("steps") or []):
         where = f"{recipe_path} step {index + 1}"
@@ -76,8 +86,9 @@ def load_recipe(path: str | Path, workdir: str | Path | None = None) -> Recipe:
             raise ConfigError(f"unknown key(s) {sorted(extra)} in {where}", "use name, run, output, metric")
         if not isinstance(raw["run"], list) or not raw["run"]:
             raise ConfigError(f"{where}: run must be a non-empty list of arguments", "write run: [command, arg, ...]")
-        args = [_substitute(str(arg), root) for arg in raw["run"]]
-        steps.append(Step(str(raw["name"]), args, Path(_substitute(str(raw["output"]), root)), raw.get("metric")))
+        args = [_substitute(str(arg), values, where) for arg in raw["run"]]
+        output = Path(_substitute(str(raw["output"]), values, where))
+        steps.append(Step(str(raw["name"]), args, output, raw.get("metric")))
     if not steps:
         raise ConfigError(f"{recipe_path} has no steps", "add a steps: list")
     names = [s.name for s in steps]
@@ -86,8 +97,37 @@ def load_recipe(path: str | Path, workdir: str | Path | None = None) -> Recipe:
     return Recipe(recipe_path, root, steps)
 
 
-def _substitute(text: str, workdir: Path) -> str:
-    return text.replace("{workdir}", str(workdir))
+def parse_variables(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``("clips=4", ...)`` from the command line -> ``{"clips": "4"}``."""
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--var {item!r} is not NAME=VALUE", "write e.g. --var clips=4")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def _variables(recipe_path: Path, defaults: Any, given: dict[str, str]) -> dict[str, str]:
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"vars in {recipe_path} must be a mapping of name: value", "write vars: {clips: 12}")
+    undeclared = sorted(set(given) - set(defaults))
+    if undeclared:
+        raise ConfigError(f"{recipe_path} has no variable {undeclared[0]!r}",
+                          f"choose one of: {', '.join(sorted(defaults)) or '(none)'}")
+    return {str(name): str(value) for name, value in {**defaults, **given}.items()}
+
+
+def _substitute(text: str, values: dict[str, str], where: str) -> str:
+    """Replace every ``{name}``; an undeclared name is an error rather than a literal brace in a path."""
+    def replace(match: re.Match) -> str:
+        name = match[1]
+        if name not in values:
+            raise ConfigError(f"{where} uses {{{name}}}, which the recipe does not declare",
+                              f"add {name} under vars: or fix the spelling")
+        return values[name]
+
+    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", replace, text)
 
 
 def step_key(step: Step, earlier: list[Step]) -> str:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from lsync.cli import cli
 from lsync.errors import ConfigError, StageFailure
-from lsync.pipeline import load_recipe
+from lsync.pipeline import load_recipe, parse_variables
 
 RECIPE = """
 workdir: unused
@@ -70,4 +70,19 @@ def test_invalid_recipes(tmp_path, text, message):
     path = tmp_path / "r.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
+        load_recipe(path)
+
+
+def test_variables_fill_the_steps_and_unknown_ones_are_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("vars: {clips: 12}\nsteps:\n  - {name: a, run: [synth, '{workdir}/raw', --clips, '{clips}'], "
+                    "output: '{workdir}/raw'}\n")
+    assert load_recipe(path, tmp_path / "w").steps[0].run == ["synth", str(tmp_path / "w" / "raw"), "--clips", "12"]
+    assert load_recipe(path, tmp_path, parse_variables(["clips=3"])).steps[0].run[-1] == "3"
+    with pytest.raises(ConfigError, match="no variable 'clip'"):
+        load_recipe(path, tmp_path, {"clip": "3"})
+    with pytest.raises(ConfigError, match="not NAME=VALUE"):
+        parse_variables(["clips"])
+    path.write_text("steps:\n  - {name: a, run: [synth, '{workdir}/{nope}'], output: x}\n")
+    with pytest.raises(ConfigError, match="uses {nope}"):
         load_recipe(path)

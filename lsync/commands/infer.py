@@ -14,6 +14,11 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.argument("audio", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--pairs", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of video,audio[,output name] rows, run with one set of loaded models.")
+@click.option("--from-data", type=click.Path(file_okay=False, path_type=Path),
+              help="Held-out check: source videos of --count clips of --split of a data directory, each driven by "
+                   "another clip's audio.")
+@click.option("--split", default="val", show_default=True, help="With --from-data: which clips.")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="With --from-data: how many.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("lsync-out"),
               show_default=True, help="Gets <video-stem>.mp4 and lsync.json.")
 @click.option("--name", help="Output file name (single run; default <video-stem>.mp4).")
@@ -39,23 +44,26 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @config_options
 @verbosity_options
-def infer(video: Path | None, audio: Path | None, pairs: Path | None, out_dir: Path, name: str | None,
+def infer(video: Path | None, audio: Path | None, pairs: Path | None, from_data: Path | None, split: str, count: int,
+          out_dir: Path, name: str | None,
           overwrite: bool, config_file: Path | None, overrides: tuple[str, ...], compile_unet: bool | None,
           **flags) -> None:
     """Lip-sync VIDEO to AUDIO (any file with an audio stream); the output lasts as long as the audio."""
     from lsync.config import resolve_config
     from lsync.errors import UsageError
-    from lsync.stages.infer import InferConfig, read_pairs, run, run_pairs
+    from lsync.stages.infer import InferConfig, pairs_from_data, read_pairs, run, run_pairs
 
-    if pairs is not None and (video is not None or audio is not None):
-        raise UsageError("pass VIDEO AUDIO or --pairs, not both", "see 'lsync infer --help'")
-    if pairs is None and (video is None or audio is None):
-        raise UsageError("missing VIDEO and AUDIO", "pass both, or --pairs pairs.csv")
-    if pairs is not None and name is not None:
+    sources = (video is not None or audio is not None, pairs is not None, from_data is not None)
+    if sum(sources) > 1:
+        raise UsageError("pass one of VIDEO AUDIO, --pairs or --from-data", "see 'lsync infer --help'")
+    if pairs is None and from_data is None and (video is None or audio is None):
+        raise UsageError("missing VIDEO and AUDIO", "pass both, or --pairs pairs.csv, or --from-data DATA_DIR")
+    if name is not None and (pairs is not None or from_data is not None):
         raise UsageError("--name is for a single run", "put output names in the third column of the pairs CSV")
     flags["compile"] = compile_unet
     config = resolve_config(InferConfig, None, None, config_file, flags, overrides)
-    if pairs is not None:
-        run_pairs(read_pairs(pairs), out_dir, config, overwrite=overwrite)
+    if pairs is not None or from_data is not None:
+        batch = read_pairs(pairs) if pairs is not None else pairs_from_data(from_data, split, count)
+        run_pairs(batch, out_dir, config, overwrite=overwrite)
     else:
         run(video, audio, out_dir, config, name=name, overwrite=overwrite)

@@ -18,12 +18,14 @@ def pipeline() -> None:
 @click.argument("recipe")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Working directory ({workdir} in the recipe); default: the recipe's own.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="Override one of the recipe's vars (repeatable).")
 @verbosity_options
-def run(recipe: str, workdir: Path | None) -> None:
+def run(recipe: str, workdir: Path | None, variables: tuple[str, ...]) -> None:
     """Run RECIPE (a YAML file, or the name of a shipped recipe such as `demo`)."""
-    from lsync.pipeline import load_recipe, recipe_path, run_recipe
+    from lsync.pipeline import load_recipe, parse_variables, recipe_path, run_recipe
 
-    loaded = load_recipe(recipe_path(recipe), workdir)
+    loaded = load_recipe(recipe_path(recipe), workdir, parse_variables(variables))
     results = run_recipe(loaded, invoke_lsync)
     print_results(results)
     failed = [r for r in results if r.status == "failed"]

@@ -52,7 +52,8 @@ SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 CHUNK_FRAMES = 16
 
-__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "read_pairs", "run", "run_pairs"]
+__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "pairs_from_data", "read_pairs", "run",
+           "run_pairs"]
 
 
 @dataclass
@@ -474,6 +475,37 @@ def read_pairs(path: str | Path) -> list[Pair]:
             pairs.append(Pair(video, audio, output_name(video, row[2] if len(row) == 3 else None)))
     if not pairs:
         raise UsageError(f"{path} lists no pairs", "add video,audio rows")
+    return pairs
+
+
+def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1) -> list[Pair]:
+    """Pairs for a held-out check: the source videos of ``count`` clips of ``split`` in a data directory
+    (``lsync preprocess``), each driven by the audio of a clip from another source (the next one in id order).
+
+    A clip's ``source`` is relative to the raw folder; its file is found among the data directory's recorded
+    inputs by content digest, so a moved raw folder is reported rather than silently mismatched.
+    """
+    from lsync.manifest import read_manifest, read_records
+
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir, kind="data")
+    clips = sorted(read_records(data_dir / "clips.jsonl"), key=lambda r: r["id"])
+    chosen = [clip for clip in clips if clip["split"] == split][:count]
+    if not chosen:
+        raise InputError(f"{data_dir} has no '{split}' clips", "preprocess more sources or pick another --split")
+    by_digest = {item.get("digest"): Path(item["path"]) for item in manifest.get("inputs", [])}
+    pairs = []
+    for clip in chosen:
+        video = by_digest.get(clip.get("source_digest"))
+        if video is None or not video.is_file():
+            raise InputError(f"the source of clip {clip['id']} ({clip['source']}) is not where {data_dir} recorded it",
+                             "rerun lsync preprocess, or pass VIDEO AUDIO explicitly")
+        others = [c for c in clips if c["source"] != clip["source"]]
+        if not others:
+            raise InputError(f"{data_dir} has clips of one source only", "preprocess at least two sources")
+        driver = next((c for c in others if c["id"] > clip["id"]), others[0])
+        audio = data_dir / driver["audio"]
+        pairs.append(Pair(video, audio, f"{Path(clip['source']).stem}-with-{Path(driver['source']).stem}.mp4"))
     return pairs
 
 

@@ -335,3 +335,34 @@ def test_demo_1080p_pingpong_output_matches_the_input_away_from_the_face(media, 
     inputs = {i: f for i, f in enumerate(VideoReader(media / "demo1_video.mp4")) if i in wanted}
     for k in checked:
         assert _psnr(outputs[k][keep], inputs[int(plan[k])][keep]) >= 40.0, k
+
+
+def test_pairs_from_data_take_val_sources_driven_by_another_clips_audio(tmp_path):
+    from lsync.manifest import append_records, describe_input, write_manifest
+    from lsync.errors import InputError
+    from lsync.stages.infer import pairs_from_data
+
+    raw, data = tmp_path / "raw", tmp_path / "data set"
+    raw.mkdir()
+    records, inputs = [], []
+    for number, split in enumerate(["train", "val", "train"]):
+        source = raw / f"talk {number}.mp4"
+        source.write_bytes(f"video {number}".encode())
+        entry = describe_input(source, "video")
+        inputs.append(entry)
+        records.append({"id": f"talk_{number}-000", "source": source.name, "source_digest": entry["digest"],
+                        "split": split, "audio": f"clips/talk_{number}-000.wav"})
+    append_records(data / "clips.jsonl", *records)
+    write_manifest(data, "data", {}, inputs=inputs)
+
+    (pair,) = pairs_from_data(data)
+    assert pair.video == raw / "talk 1.mp4" and pair.audio == data / "clips" / "talk_2-000.wav"
+    assert pair.name == "talk 1-with-talk 2.mp4"
+    # the next clip of another source in id order, wrapping around at the end
+    assert [p.audio.name for p in pairs_from_data(data, split="train", count=5)] == ["talk_1-000.wav",
+                                                                                     "talk_0-000.wav"]
+    with pytest.raises(InputError, match="no 'test' clips"):
+        pairs_from_data(data, split="test")
+    (raw / "talk 1.mp4").unlink()
+    with pytest.raises(InputError, match="not where"):
+        pairs_from_data(data)
