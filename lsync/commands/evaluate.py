@@ -56,3 +56,132 @@ def syncnet(model: Path, data_dir: Path, split: str, out: Path | None, pairs: in
         table.add_row(name, "-" if value is None else f"{value:.4f}", note)
     result_console.print(table)
     say(f"written to {result['written_to']}")
+
+
+# ----------------------------------------------------------------------------------------------- sync
+def _metric_options(func):
+    func = click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")(func)
+    func = click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")(func)
+    func = click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
+                        help="Towers of a bare stable_syncnet.pt (configs/models/<name>.yaml).")(func)
+    func = click.option("--image-size", type=click.IntRange(min=2),
+                        help="StableSyncNet face size (default: the run's).")(func)
+    func = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(func)
+    func = click.option("--max-offset", type=click.IntRange(min=1), default=15, show_default=True,
+                        help="Frames searched on each side.")(func)
+    func = click.option("--metric", type=click.Choice(["stable", "syncnet-v2"]), default="stable", show_default=True,
+                        help="stable: LatentSync's SyncNet, distance 1 - cos; syncnet-v2: the classic SyncNet "
+                             "(syncnet_v2.model), paper-comparable LSE-C/LSE-D.")(func)
+    return func
+
+
+@evaluate.command("sync", context_settings=CONTEXT)
+@click.argument("inputs", type=click.Path(path_type=Path), metavar="VIDEO_OR_DIR")
+@click.option("--syncnet", required=True, metavar="RUN_OR_CKPT",
+              help="A `lsync train syncnet` run, a checkpoint dir, stable_syncnet.pt, or syncnet_v2.model.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for results.json and lsync.json (kind eval).")
+@click.option("--split", help="Data directories: only this split (default: all clips).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of a table.")
+@_metric_options
+@verbosity_options
+def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_json: bool, metric: str,
+         max_offset: int, batch_size: int, image_size: int | None, geometry: str, device: str | None,
+         threads: int | None) -> None:
+    """Audio-visual offset, LSE-D and LSE-C of videos (a file, a folder, or a data directory's clips).
+
+    \b
+    offset +K = the audio is K frames late (as `lsync synth --av-offset K`).
+    Faces of raw videos are detected, tracked and aligned as inference does.
+    """
+    from lsync.stages.eval_sync import EvalSyncConfig
+    from lsync.stages.eval_sync import evaluate as evaluate_sync
+
+    config = EvalSyncConfig(metric=metric, max_offset=max_offset, split=split, batch_size=batch_size,
+                            image_size=image_size, geometry=geometry, device=device, threads=threads)
+    result = evaluate_sync(inputs, syncnet, config, out)
+    _show(result, as_json, f"sync of {inputs} ({metric}: {result['summary']['distance']})",
+          [("offset", "offset", "d"), ("LSE-D", "lse_d", ".4f"), ("LSE-C", "lse_c", ".4f"),
+           ("windows", "windows", "d")])
+
+
+# ----------------------------------------------------------------------------------------------- recon
+@evaluate.command("recon", context_settings=CONTEXT)
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--unet", required=True, help="A U-Net training run, a checkpoint dir, or a released-format .pt.")
+@click.option("--preset", type=click.Choice(["latentsync-1.5", "latentsync-1.6", "tiny"]), default="latentsync-1.5",
+              show_default=True, help="Where the VAE and Whisper come from (and the face size).")
+@click.option("--weights-dir", type=click.Path(file_okay=False), help="Folder searched first for released weights.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--max-clips", type=click.IntRange(min=1), help="Only the first N clips.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Only the first N frames of each clip.")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="DDIM steps.")
+@click.option("--guidance", type=float, default=1.5, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=1247, show_default=True)
+@click.option("--syncnet", metavar="RUN_OR_CKPT", help="Also score the sync of the results with this SyncNet.")
+@click.option("--metric", type=click.Choice(["stable", "syncnet-v2"]), default="stable", show_default=True,
+              help="Which SyncNet --syncnet is.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for results.json and lsync.json (kind eval).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of a table.")
+@click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
+              show_default=True, help="Model precision (auto: bf16/fp16 on CUDA, float32 on CPU).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
+@verbosity_options
+def recon(data_dir: Path, unet: str, preset: str, weights_dir: str | None, split: str, max_clips: int | None,
+          max_frames: int | None, steps: int, guidance: float, seed: int, syncnet: str | None, metric: str,
+          out: Path | None, as_json: bool, device: str | None, dtype: str, threads: int | None) -> None:
+    """Regenerate held-out clips from their own audio: LPIPS, PSNR, SSIM over the mouth (+ sync with --syncnet)."""
+    from lsync.console import say
+    from lsync.stages.eval_recon import EvalReconConfig
+    from lsync.stages.eval_recon import evaluate as evaluate_recon
+
+    config = EvalReconConfig(unet=unet, preset=preset, weights_dir=weights_dir, split=split, steps=steps,
+                             guidance=guidance, seed=seed, max_clips=max_clips, max_frames=max_frames,
+                             syncnet=syncnet, sync_metric=metric, device=device, dtype=dtype, threads=threads)
+    result = evaluate_recon(data_dir, config, out)
+    columns = [("LPIPS", "lpips", ".4f"), ("PSNR", "psnr", ".2f"), ("SSIM", "ssim", ".4f")]
+    if syncnet:
+        columns += [("sync offset", "sync_offset", "d"), ("LSE-C", "sync_lse_c", ".4f"),
+                    ("real LSE-C", "real_sync_lse_c", ".4f")]
+    _show(result, as_json, f"reconstruction of {data_dir} ({split})", columns)
+    if result["summary"]["lpips_note"]:
+        say(f"[yellow]note:[/] {result['summary']['lpips_note']}")
+
+
+def _show(result: dict, as_json: bool, title: str, columns: list[tuple[str, str, str]]) -> None:
+    """The rows and their average as a table on stdout (or the whole result as JSON)."""
+    import json
+
+    from rich.table import Table
+
+    from lsync.console import result_console, say
+
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=title, title_justify="left")
+    table.add_column("video")
+    table.add_column("frames", justify="right")
+    for header, _, _ in columns:
+        table.add_column(header, justify="right")
+
+    def cell(value, fmt: str) -> str:
+        if value is None:
+            return "-"
+        return format(round(value) if fmt == "d" else value, fmt)
+
+    for row in result["rows"]:
+        if "error" in row:
+            table.add_row(row.get("video", "?"), "-", *(["-"] * len(columns)), style="red")
+            continue
+        table.add_row(str(row.get("id") or row["video"]), str(row.get("frames", "-")),
+                      *(cell(row.get(key), fmt) for _, key, fmt in columns))
+    summary = result["summary"]
+    table.add_section()
+    table.add_row("mean", "", *(cell(summary.get(key), ".4f" if fmt == "d" else fmt) for _, key, fmt in columns),
+                  style="bold")
+    result_console.print(table)
+    if result.get("written_to"):
+        say(f"written to {result['written_to']}")
