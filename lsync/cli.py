@@ -30,6 +30,10 @@ def cli() -> None:
       lsync train syncnet data/ runs/sync  audio-visual sync expert
       lsync train unet data/ runs/unet     latent-diffusion U-Net
       lsync infer video.mp4 audio.wav      lip-synced video out
+
+    \b
+    Everything at once, offline, on a CPU:
+      lsync demo                           synthetic data -> trained tiny models -> lip-synced video
     """
 
 
@@ -189,12 +193,14 @@ def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- later stages
 def _register_commands() -> None:
+    from lsync.commands.demo import demo
     from lsync.commands.evaluate import evaluate
+    from lsync.commands.filter import filter_group
     from lsync.commands.infer import infer
     from lsync.commands.pipeline import pipeline
     from lsync.commands.train import train
 
-    for command in (train, evaluate, infer, pipeline):
+    for command in (train, evaluate, filter_group, infer, pipeline, demo):
         cli.add_command(command)
 
 
