@@ -19,16 +19,16 @@ from typing import Any
 
 import torch
 
-from lsync.config import CONFIGS_DIR, config_from_dict, config_to_dict, load_yaml, save_config_yaml
+from lsync.config import CONFIGS_DIR, config_to_dict, load_yaml
 from lsync.console import get_logger, say
-from lsync.errors import ConfigError, UsageError
-from lsync.manifest import MANIFEST_NAME, describe_input, read_records, write_manifest
-from lsync.training.loop import RESUMABLE_KEYS, LoopConfig
+from lsync.errors import ConfigError
+from lsync.manifest import describe_input, write_manifest
+from lsync.training.loop import LoopConfig
+from lsync.training.run_dir import CONFIG_FILE, prepare_run_dir, run_summary
 
 log = get_logger(__name__)
 
 RUN_KIND = "syncnet-run"
-CONFIG_FILE = "config.yaml"
 NUM_FRAMES = 16
 
 
@@ -175,7 +175,8 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
     train_records = read_clip_records(data_dir, "train")  # wrong kind / empty directory: one-line errors
     val_records = _val_records(data_dir)
     accelerator = make_accelerator(config.train.mixed_precision, cpu=config.train.cpu)
-    resume_from = _prepare_run_dir(run_dir, config, resume, accelerator.is_main_process)
+    resume_from = prepare_run_dir(run_dir, config, resume, accelerator.is_main_process,
+                                  ignore=("init", "data.cache_dir"))
 
     seed_everything(config.train.seed)
     model, towers = build_model(config.model)
@@ -216,7 +217,7 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
 
     summary = None
     if accelerator.is_main_process:
-        summary = _summary(run_dir, result)
+        summary = run_summary(run_dir, result)
         latest = ckpt.latest_checkpoint(run_dir)
         summary["checkpoint"] = str(latest.relative_to(run_dir)) if latest else None
         write_manifest(run_dir, RUN_KIND, config_to_dict(config), inputs=[describe_input(data_dir)], summary=summary)
@@ -231,47 +232,3 @@ def _val_records(data_dir: Path) -> list[dict[str, Any]]:
     if not records:
         log.warning("%s has no 'val' clips: training runs without validation", data_dir)
     return records
-
-
-def _prepare_run_dir(run_dir: Path, config: TrainSyncNetConfig, resume: str | None, is_main: bool) -> Path | None:
-    """Check that a resumed run keeps its config, record the config, and find the checkpoint to resume from."""
-    from lsync.training import checkpointing as ckpt
-
-    saved = run_dir / CONFIG_FILE
-    if resume in (None, "never") and ckpt.list_checkpoints(run_dir):
-        raise UsageError(f"{run_dir} already has checkpoints", "pass --resume auto to continue it, or a new directory")
-    resume_from = ckpt.resolve_resume(run_dir, None if resume == "never" else resume)
-    if resume_from is not None and saved.is_file():
-        earlier = config_from_dict(TrainSyncNetConfig, load_yaml(saved), str(saved))
-        changed = _changed_keys(config_to_dict(earlier), config_to_dict(config))
-        if changed:
-            raise ConfigError(f"{run_dir} was trained with other settings ({', '.join(changed)})",
-                              "resume with the same config (budgets like max_steps may change) or use a new directory")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / MANIFEST_NAME).unlink(missing_ok=True)  # the run is incomplete until it finishes again
-        save_config_yaml(config, saved)
-    return resume_from
-
-
-def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
-    changed = []
-    for key in sorted(set(before) | set(after)):
-        dotted = f"{prefix}{key}"
-        a, b = before.get(key), after.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += _changed_keys(a, b, f"{dotted}.")
-        elif a != b and not (prefix == "train." and key in RESUMABLE_KEYS) and dotted not in ("init", "data.cache_dir"):
-            changed.append(dotted)
-    return changed
-
-
-def _summary(run_dir: Path, result) -> dict[str, Any]:
-    """Final metrics: the last logged value of every key (from metrics.jsonl, so a no-op resume has them too)."""
-    last: dict[str, Any] = {}
-    for record in read_records(run_dir / "metrics.jsonl"):
-        last.update({k: v for k, v in record.items() if k != "time_s"})
-    last.update(steps=result.step, epoch=result.epoch, stopped=result.stopped,
-                elapsed_s=round(result.elapsed_s, 2))
-    last.pop("step", None)
-    return last

@@ -11,8 +11,10 @@ A stage supplies what is particular to it and nothing else:
 
 The trainer owns the rest: accelerate (devices, processes, DDP, mixed precision with a gradient scaler for fp16),
 gradient accumulation and clipping, a warm-up then constant learning rate, ``metrics.jsonl`` + chart, a progress
-bar, checkpoints that resume exactly (weights, optimizer, scaler, schedule, RNG states, data position), pruning to
-``keep_last``, step and time budgets, and Ctrl-C (finish the current step, checkpoint, stop).
+bar, checkpoints that resume exactly (weights, optimizer, scaler, schedule, RNG states, data position, EMA), pruning
+to ``keep_last``, step and time budgets, and Ctrl-C (finish the current step, checkpoint, stop). Optional: gradient
+checkpointing, an EMA of the trainable weights (validated and saved beside the weights), and checkpoints of the
+trainable weights only (:mod:`lsync.training.trainable`).
 
 Batches follow :mod:`lsync.training.sampling`: ``batch_size`` is per process and micro-step, so the global batch of
 one optimizer step is ``batch_size * grad_accum * processes``, and runs with equal global batches see the same
@@ -39,9 +41,20 @@ from lsync.console import get_logger, progress
 from lsync.errors import ConfigError, InputError
 from lsync.training import checkpointing as ckpt
 from lsync.training.accelerate_setup import make_accelerator
+from lsync.training.ema import TrainableEMA
 from lsync.training.metrics import MetricsLog
 from lsync.training.sampling import EpochBatchSampler
 from lsync.training.seeding import capture_rng_state, restore_rng_state
+from lsync.training.trainable import (
+    BASE_FILE,
+    BASE_KEY,
+    EMA_FILE,
+    frozen_state_dict,
+    load_checkpoint_model,
+    save_tensor_file,
+    save_weights,
+    set_gradient_checkpointing,
+)
 
 log = get_logger(__name__)
 
@@ -71,11 +84,17 @@ class LoopConfig:
     seed: int = 1247
     num_workers: int = 2  # data-loader processes per training process
     tensorboard: bool = True  # also write TensorBoard scalars when the package is installed
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
+    ema: bool = False  # keep an exponential moving average of the trainable weights (saved as ema.safetensors)
+    ema_decay: float = 0.9999
+    # What model.safetensors of a checkpoint holds: "full" (everything) or "trainable" (the trained parameters;
+    # the frozen rest is written once as <run>/base.safetensors or named by the caller, see training.trainable).
+    checkpoint_weights: Literal["full", "trainable"] = "full"
 
 
 #: LoopConfig keys that may change when a run is resumed (budgets and bookkeeping, not the learning itself).
 RESUMABLE_KEYS = ("max_steps", "max_minutes", "log_every", "val_every", "checkpoint_every", "keep_last",
-                  "num_workers", "tensorboard")
+                  "num_workers", "tensorboard", "gradient_checkpointing", "checkpoint_weights")
 
 
 @dataclass
@@ -104,6 +123,8 @@ class Trainer:
         run_dir: where checkpoints, ``metrics.jsonl`` and the chart go.
         model: the module to train (parameters with ``requires_grad=False`` stay frozen and get no optimizer state).
         model_config: the model's constructor config, stored as ``config.json`` beside each checkpoint's weights.
+            With ``checkpoint_weights="trainable"`` its ``_base`` entry may name the files holding the frozen
+            weights (e.g. the init file); without it the trainer writes ``<run>/base.safetensors`` and names that.
         config: the loop settings.
         train_data: a map-style dataset indexed by :class:`~lsync.training.sampling.SampleKey`.
         step_fn: ``(model, batch) -> {"loss": ..., ...}``.
@@ -132,6 +153,7 @@ class Trainer:
         self.on_step_end = on_step_end
         self.step = 0
         self.position = _DataPosition()
+        self.ema = None  # a TrainableEMA once fit() starts with config.ema
         self._stop_requested = False
         self._validate_arguments()
 
@@ -171,12 +193,18 @@ class Trainer:
         resume_path = Path(resume_from) if resume_from is not None else None
         if resume_path is not None:
             self._load_weights(resume_path)  # before prepare: DDP then broadcasts identical weights
+        if c.gradient_checkpointing:
+            set_gradient_checkpointing(self.model, True)
+        if c.checkpoint_weights == "trainable":
+            self._record_base_weights()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_constant(c.warmup_steps))
         # The schedule is stepped here once per optimizer step; accelerate's wrapper would step it once per process.
         model, optimizer = acc.prepare(self.model, optimizer)
         self._wrapped, self._optimizer, self._scheduler = model, optimizer, scheduler
+        if c.ema:
+            self.ema = TrainableEMA(acc.unwrap_model(model), c.ema_decay)
         if resume_path is not None:
             self._load_training_state(resume_path)
             log.info("resumed from %s at step %d (epoch %d)", resume_path, self.step, self.position.epoch)
@@ -266,6 +294,8 @@ class Trainer:
         optimizer.step()
         if not acc.optimizer_step_was_skipped:  # an fp16 overflow skips the update; the schedule waits with it
             scheduler.step()
+            if self.ema is not None:
+                self.ema.update(acc.unwrap_model(model))
         optimizer.zero_grad(set_to_none=True)
         self.position = self._pending_position
         totals["grad_norm"] = grad_norm.detach().float() if torch.is_tensor(grad_norm) else torch.tensor(grad_norm)
@@ -314,7 +344,9 @@ class Trainer:
         if self.validate_fn is not None and self.is_main_process:
             bare = acc.unwrap_model(self._wrapped)
             bare.eval()
-            with torch.no_grad(), acc.autocast():
+            # With EMA the averaged weights are the ones worth judging (and the ones inference loads).
+            averaged = self.ema.applied_to(bare) if self.ema is not None else contextlib.nullcontext()
+            with averaged, torch.no_grad(), acc.autocast():
                 results = {f"val/{k}": float(v) for k, v in self.validate_fn(bare).items()}
             bare.train()
         acc.wait_for_everyone()
@@ -366,8 +398,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step-NNNNNN`` (all processes must call this); returns its path on the main process."""
-        from lsync.models.checkpoints import save_model
-
         acc = self.accelerator
         staging = ckpt.staging_dir(self.run_dir, self.step)
         if self.is_main_process:
@@ -378,7 +408,10 @@ class Trainer:
         acc.wait_for_everyone()
         final = None
         if self.is_main_process:
-            save_model(acc.unwrap_model(self._wrapped), staging, self.model_config)
+            save_weights(acc.unwrap_model(self._wrapped), staging, self.model_config,
+                         trainable_only=self.config.checkpoint_weights == "trainable")
+            if self.ema is not None:
+                save_tensor_file(self.ema.state_dict(), staging / EMA_FILE, "ema")
             scaler = getattr(acc, "scaler", None)
             state = {
                 "step": self.step,
@@ -391,6 +424,7 @@ class Trainer:
                 "batch_size": self.config.batch_size,
                 "grad_accum": self.config.grad_accum,
                 "seed": self.config.seed,
+                "ema_updates": self.ema.num_updates if self.ema is not None else None,
             }
             ckpt.save_tensors(state, staging / ckpt.STATE_NAME)
             final = ckpt.publish_checkpoint(staging, self.run_dir, self.step, self.config.keep_last or None)
@@ -399,9 +433,22 @@ class Trainer:
         return final
 
     def _load_weights(self, checkpoint: Path) -> None:
-        from lsync.models.checkpoints import load_model_weights
+        # Full or trainable-only (then composed with the base files its config.json names), loaded strictly.
+        load_checkpoint_model(self.model, checkpoint)
 
-        load_model_weights(self.model, checkpoint)
+    def _record_base_weights(self) -> None:
+        """Make trainable-only checkpoints loadable alone: name the frozen weights' files in ``config.json``.
+
+        A caller may name them itself (``model_config["_base"]``, e.g. the init file every frozen weight came
+        from); otherwise the frozen parameters and buffers are written once to ``<run>/base.safetensors``.
+        """
+        if self.model_config.get(BASE_KEY):
+            return
+        base = self.run_dir / BASE_FILE
+        if self.is_main_process and not base.is_file():
+            base.parent.mkdir(parents=True, exist_ok=True)
+            save_tensor_file(frozen_state_dict(self.model), base, "base")
+        self.model_config[BASE_KEY] = [f"../../{BASE_FILE}"]  # relative to checkpoints/step-N/
 
     def _load_training_state(self, checkpoint: Path) -> None:
         from lsync.errors import CheckpointError
@@ -416,6 +463,8 @@ class Trainer:
                 "resume with the same batch_size x processes and seed, or start a new run directory")
         self._optimizer.load_state_dict(state["optimizer"])
         self._scheduler.load_state_dict(state["lr_scheduler"])
+        if self.ema is not None:
+            self._load_ema(checkpoint, state.get("ema_updates"))
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -427,6 +476,16 @@ class Trainer:
                         checkpoint, self.accelerator.process_index)
         else:
             restore_rng_state(rng)
+
+
+    def _load_ema(self, checkpoint: Path, num_updates: int | None) -> None:
+        from lsync.models.checkpoints import load_safetensors
+
+        path = checkpoint / EMA_FILE
+        if path.is_file() and num_updates is not None:
+            self.ema.load_state_dict(load_safetensors(path, device=str(self.device)), num_updates)
+        else:  # EMA switched on for a run that had none: start averaging from the resumed weights
+            log.warning("%s has no EMA weights; the average starts from the resumed weights", checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
