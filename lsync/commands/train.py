@@ -1,4 +1,4 @@
-"""``lsync train``: the training stages (``syncnet`` here; ``unet`` joins the same group)."""
+"""``lsync train``: the training stages, ``syncnet`` (the sync expert) and ``unet`` (the lip-sync U-Net)."""
 
 from __future__ import annotations
 
@@ -64,20 +64,66 @@ def syncnet(data_dir: Path, run_dir: Path, preset: str, init: Path | None, resum
         _print_summary(run_dir, summary)
 
 
+@train.command("unet", context_settings=CONTEXT)
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", default="stage2", show_default=True,
+              help="configs/unet/<name>.yaml (stage1, stage2, stage2_efficient, their _512 variants, tiny) or a YAML.")
+@click.option("--syncnet", "syncnet", type=click.Path(exists=True, path_type=Path),
+              help="Frozen SyncNet of the sync loss: an lsync train syncnet run, a checkpoint, or stable_syncnet.pt.")
+@click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
+              help="Start from these U-Net weights (latentsync_unet.pt, safetensors, a run or checkpoint directory).")
+@click.option("--allow-partial", "allow_partial", is_flag=True, default=None,
+              help="Let --init fill only part of the U-Net; what it leaves at its initial value is printed.")
+@click.option("--weights-dir", "model__weights_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where released files (VAE, Whisper, SyncNet, TREPA) are looked for first.")
+@click.option("--recon-weight", "loss__recon_weight", type=click.FloatRange(min=0), help="Noise MSE weight.")
+@click.option("--sync-weight", "loss__sync_weight", type=click.FloatRange(min=0),
+              help="SyncNet loss weight (0: the SyncNet never runs).")
+@click.option("--lpips-weight", "loss__lpips_weight", type=click.FloatRange(min=0), help="LPIPS (lower half) weight.")
+@click.option("--trepa-weight", "loss__trepa_weight", type=click.FloatRange(min=0), help="TREPA weight.")
+@click.option("--uncond-prob", "loss__uncond_prob", type=click.FloatRange(0, 1),
+              help="Train with zero audio this often (the guidance branch of inference).")
+@click.option("--mixed-noise-alpha", "loss__mixed_noise_alpha", type=click.FloatRange(min=0),
+              help="Share of noise common to all frames (1 = LatentSync, 0 = independent).")
+@click.option("--ema/--no-ema", "train__ema", default=None, help="Keep an EMA of the trainable weights.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", "train__gradient_checkpointing", default=None,
+              help="Recompute U-Net activations in backward (less memory, more time).")
+@loop_options
+@config_options
+@verbosity_options
+def unet(data_dir: Path, run_dir: Path, preset: str, resume: str, config_file: Path | None,
+         overrides: tuple[str, ...], **flags) -> None:
+    """Train the lip-sync U-Net on a data directory (lsync preprocess) into RUN_DIR."""
+    from lsync.config import resolve_config
+    from lsync.stages.train_unet import TrainUNetConfig, run
+
+    config = resolve_config(TrainUNetConfig, "unet", preset, config_file, dotted(flags), overrides)
+    summary = run(data_dir, run_dir, config, resume=resume)
+    if summary is not None:
+        _print_summary(run_dir, summary, UNET_SUMMARY_KEYS)
+
+
+#: Columns of the table printed at the end of `lsync train unet`.
+UNET_SUMMARY_KEYS = ("steps", "train/loss", "train/recon", "train/sync", "train/lpips", "train/trepa",
+                     "val/sync_cosine", "stopped", "checkpoint")
+SYNCNET_SUMMARY_KEYS = ("steps", "epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "stopped",
+                        "checkpoint")
+
+
 def dotted(flags: dict, **extra) -> dict:
     """Click names ``train__max_steps`` -> config keys ``train.max_steps``; paths become strings."""
     out = {key.replace("__", "."): value for key, value in {**flags, **extra}.items()}
     return {key: str(value) if isinstance(value, Path) else value for key, value in out.items()}
 
 
-def _print_summary(run_dir: Path, summary: dict) -> None:
+def _print_summary(run_dir: Path, summary: dict, columns: tuple[str, ...] = SYNCNET_SUMMARY_KEYS) -> None:
     from rich.table import Table
 
     from lsync.console import result_console
 
     table = Table(title=str(run_dir), title_justify="left")
-    keys = [k for k in ("steps", "epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "stopped",
-                        "checkpoint") if k in summary]
+    keys = [k for k in columns if k in summary]
     for key in keys:
         table.add_column(key)
     table.add_row(*[f"{summary[k]:.4f}" if isinstance(summary[k], float) else str(summary[k]) for k in keys])

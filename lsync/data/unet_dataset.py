@@ -9,6 +9,7 @@ A sample is one 16-frame window of one clip, with everything the trainer needs::
     mel             (1, 80, 52)    Wav2Lip mel window of the frames (SyncNet loss)
     audio_features  (F, 10 (L+1), D)  per-frame Whisper tokens of the frames ((16, 50, 384) for whisper-tiny)
     clip_index, start_frame, ref_start_frame, sample_index (ints), clip_id (str)
+    epoch, position (ints)  the key's place in the epoch order: the trainer seeds the sample's noise from them
 
 **Deterministic sampling.** A sample depends only on its key: item ``index`` always maps to clip
 ``index % num_clips``, and ``numpy.random.default_rng([seed, epoch, position])`` draws its windows. Keys are the
@@ -443,6 +444,8 @@ class UNetDataset(Dataset):
             "start_frame": plan.start_frame,
             "ref_start_frame": plan.ref_start_frame,
             "sample_index": plan.sample_index,
+            "epoch": plan.epoch,
+            "position": plan.position,
             "clip_id": clip.id,
         }
 

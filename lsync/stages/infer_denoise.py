@@ -77,8 +77,9 @@ def resolve_unet_source(path: str | Path) -> Path:
 
 
 def _load_unet(source: Path, preset_config: dict[str, Any]):
-    from lsync.models.checkpoints import load_model_config, load_model_weights, load_state_dict_strict, read_state_dict
+    from lsync.models.checkpoints import load_model_config, load_state_dict_strict, read_state_dict
     from lsync.models.presets import build_unet
+    from lsync.training.trainable import load_checkpoint_model
 
     if source.is_dir():
         config = load_model_config(source)
@@ -89,7 +90,9 @@ def _load_unet(source: Path, preset_config: dict[str, Any]):
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}/config.json is not a U-Net config ({exc})",
                                   "pass a U-Net checkpoint written by lsync") from exc
-        return load_model_weights(unet, source)
+        # A training checkpoint may hold only its trained weights (the frozen rest comes from the base files its
+        # config.json names) and an EMA of them, which is what inference should use.
+        return load_checkpoint_model(unet, source, use_ema=True)
     checkpoint = read_state_dict(source, mmap=source.suffix != ".safetensors")
     with torch.device("meta"):
         unet = build_unet(preset_config)

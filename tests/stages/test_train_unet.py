@@ -1,0 +1,310 @@
+"""``lsync train unet`` on tiny synthetic data: the four losses in metrics.jsonl, zero weights that never run
+their model, checkpoints that inference loads, exact resume with EMA, two gloo processes, one-batch overfitting."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from lsync.commands.train import train
+from lsync.config import resolve_config
+from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
+from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
+from lsync.media.probe import probe
+from lsync.models.checkpoints import save_model
+from lsync.models.syncnet import StableSyncNet
+from lsync.stages.preprocess import PreprocessConfig, run as preprocess, split_of
+from lsync.stages.train_unet import TrainUNetConfig, load_init, run as train_unet
+from lsync.synth import synthesize
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NUM_SOURCES = 4
+LOSSES = ("recon", "sync", "lpips", "trepa")
+# The tiny preset with one logged line per step, no loader processes and a cheap validation video.
+SETTINGS = ["train.log_every=1", "train.num_workers=0", "validation.frames=16", "validation.steps=2"]
+FAST = ["--preset", "tiny", *[part for setting in SETTINGS for part in ("--set", setting)]]
+RECON_ONLY = ["--sync-weight", "0", "--lpips-weight", "0", "--trepa-weight", "0"]
+
+
+def val_fraction_with_one_val_source(keys: list[str]) -> float:
+    for percent in range(1, 100):
+        if sum(split_of(k, percent / 100) == "val" for k in keys) == 1:
+            return percent / 100
+    raise AssertionError("no fraction gives one val source")
+
+
+@pytest.fixture(scope="module")
+def unet_data(tmp_path_factory) -> Path:
+    """Four synthetic talking faces of 3 s at 64 px: three train clips and one val clip."""
+    raw = tmp_path_factory.mktemp("unet-raw") / "raw"
+    synthesize(raw, clips=NUM_SOURCES, seconds=3.0, seed=21, size=(384, 480))
+    keys = [f"synth_{i:03d}.mp4" for i in range(NUM_SOURCES)]
+    data = tmp_path_factory.mktemp("unet data") / "data"
+    preprocess(raw, data, PreprocessConfig(resolution=64, min_clip_seconds=2.0, max_clip_seconds=3.0, min_face=30,
+                                           val_fraction=val_fraction_with_one_val_source(keys)))
+    return data
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("unet-cache")
+
+
+@pytest.fixture(scope="module")
+def syncnet_checkpoint(tmp_path_factory) -> Path:
+    """A random tiny SyncNet saved as a checkpoint directory (what --syncnet accepts besides runs and .pt)."""
+    from lsync.models.presets import model_config
+
+    torch.manual_seed(0)
+    towers = model_config("syncnet_tiny")
+    return save_model(StableSyncNet(towers), tmp_path_factory.mktemp("syncnet") / "ckpt", towers)
+
+
+def train_cli(data: Path, run: Path, *args: str):
+    return CliRunner().invoke(train, ["unet", str(data), str(run), *FAST, *args], catch_exceptions=True)
+
+
+class CountingSyncNet:
+    """Counts StableSyncNet forward calls, in total and inside training steps (through run()'s step_hook)."""
+
+    def __init__(self, monkeypatch):
+        self.total = 0
+        self.in_steps = 0
+        self.steps = 0
+        original = StableSyncNet.forward
+
+        def forward(module, *args, **kwargs):
+            self.total += 1
+            return original(module, *args, **kwargs)
+
+        monkeypatch.setattr(StableSyncNet, "forward", forward)
+
+    def hook(self, step_fn):
+        def counted(model, batch):
+            before = self.total
+            out = step_fn(model, batch)
+            self.in_steps += self.total - before
+            self.steps += 1
+            return out
+
+        return counted
+
+
+def run_api(data: Path, run: Path, cache: Path, *args: str, counter: CountingSyncNet | None = None,
+            resume: str = "auto"):
+    """``run()`` with the config the CLI would resolve from FAST + args (named flags as --set keys)."""
+    overrides = [*SETTINGS, *args, f"data.cache_dir={cache}"]
+    config = resolve_config(TrainUNetConfig, "unet", "tiny", None, None, overrides)
+    return train_unet(data, run, config, resume=resume, step_hook=counter.hook if counter else None)
+
+
+# ----------------------------------------------------------------------------------------------- errors
+def test_wrong_data_missing_syncnet_and_bad_patterns_are_one_line_errors(unet_data, syncnet_checkpoint, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_manifest(raw, "raw", {})
+    only_val = tmp_path / "only val"
+    shutil.copytree(unet_data, only_val, ignore=shutil.ignore_patterns("cache"))
+    records = read_records(only_val / "clips.jsonl")
+    (only_val / "clips.jsonl").write_text("".join(json.dumps({**r, "split": "val"}) + "\n" for r in records))
+    cases = [
+        ((raw,), ManifestError, "is a 'raw' directory"),
+        ((tmp_path / "missing",), InputError, "does not exist"),
+        ((only_val, "--syncnet", str(syncnet_checkpoint)), InputError, "no clips in split 'train'"),
+        ((unet_data,), ConfigError, "no SyncNet was given"),
+        ((unet_data, *RECON_ONLY, "--set", "model.trainable=[motion_modulez]"), ConfigError, "match no parameter"),
+        ((unet_data, *RECON_ONLY, "--recon-weight", "0"), ConfigError, "nothing to train"),
+    ]
+    for (data, *args), error, text in cases:
+        result = train_cli(data, tmp_path / "run", "--max-steps", "1", *args)
+        assert isinstance(result.exception, error), (text, result.output, result.exception)
+        assert text in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ----------------------------------------------------------------------------------------------- all four losses
+@pytest.fixture(scope="module")
+def four_loss_run(unet_data, cache_dir, syncnet_checkpoint, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "four losses"
+    result = train_cli(unet_data, run, "--syncnet", str(syncnet_checkpoint), "--max-steps", "2", "--ema",
+                       "--set", f"data.cache_dir={cache_dir}")
+    assert result.exit_code == 0, (result.output, result.exception)
+    return run
+
+
+def test_metrics_carry_the_four_raw_and_four_weighted_terms(four_loss_run):
+    records = read_records(four_loss_run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    weights = {"recon": 1.0, "sync": 0.05, "lpips": 0.1, "trepa": 10.0}
+    for record in records:
+        for name in LOSSES:
+            assert record[f"train/{name}_weighted"] == pytest.approx(weights[name] * record[f"train/{name}"],
+                                                                     rel=1e-5)
+        total = sum(record[f"train/{name}_weighted"] for name in LOSSES)
+        assert record["train/loss"] == pytest.approx(total, rel=1e-5)
+        assert {"grad_norm", "lr", "samples_per_s"} <= set(record)
+    assert -1.0 <= records[-1]["val/sync_cosine"] <= 1.0 and records[-1]["val/sync_windows"] == 1
+
+
+def test_sync_weight_is_read_back_from_the_saved_config(four_loss_run, unet_data, syncnet_checkpoint):
+    import yaml
+
+    saved = yaml.safe_load((four_loss_run / "config.yaml").read_text())
+    assert saved["loss"]["sync_weight"] == 0.05 and saved["syncnet"] == str(syncnet_checkpoint)
+    manifest = read_manifest(four_loss_run, kind="unet-run")
+    assert manifest["config"]["loss"] == saved["loss"]
+    assert manifest["inputs"][0]["digest"] == directory_digest(unet_data)
+    assert manifest["inputs"][1]["kind"] == "syncnet" and manifest["inputs"][1]["digest"].startswith("sha256:")
+    assert manifest["summary"]["steps"] == 2 and manifest["summary"]["checkpoint"] == "checkpoints/step-000002"
+    for name in LOSSES:
+        assert manifest["summary"][f"train/{name}_weighted"] > 0
+
+
+def test_checkpoint_loads_for_inference_with_ema_and_the_val_video_has_audio(four_loss_run):
+    from lsync.stages.infer_denoise import load_inference_models
+
+    checkpoint = four_loss_run / "checkpoints" / "step-000002"
+    assert {p.name for p in checkpoint.iterdir()} == {"model.safetensors", "ema.safetensors", "config.json",
+                                                      "training_state.pt", "rng-rank0.pt"}
+    bundle, ids = load_inference_models("tiny", unet=four_loss_run)
+    assert ids["unet"]["path"] == str(checkpoint)
+    ema = load_file(checkpoint / "ema.safetensors")
+    state = bundle.unet.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in ema.items())  # inference uses the averaged weights
+    video = four_loss_run / "val" / "step-000002.mp4"
+    info = probe(video)
+    assert info.has_video and info.has_audio
+
+
+# ----------------------------------------------------------------------------------------------- zero weights, resume
+def test_sync_weight_0_never_runs_the_syncnet_in_a_step_and_resume_is_exact(unet_data, cache_dir, syncnet_checkpoint,
+                                                                           tmp_path, monkeypatch):
+    """Recon only, with a SyncNet named (it scores the validation video only); the motion modules train, EMA on.
+    Two steps straight equal one step, then a resume to two: metrics, weights and EMA."""
+    counter = CountingSyncNet(monkeypatch)
+    args = ["loss.sync_weight=0", "loss.lpips_weight=0", "loss.trepa_weight=0", f"syncnet={syncnet_checkpoint}",
+            "validation.steps=1",
+            "model.trainable=[motion_modules.]", "train.ema=true", "train.max_steps=2"]
+    straight = tmp_path / "straight"
+    run_api(unet_data, straight, cache_dir, *args, counter=counter)
+    assert counter.steps == 2 and counter.in_steps == 0
+    validation_windows = sum(r.get("val/sync_windows", 0) for r in read_records(straight / "metrics.jsonl"))
+    assert counter.total == validation_windows == 1
+    records = read_records(straight / "metrics.jsonl")
+    assert all("train/sync" not in r and "train/recon" in r for r in records)
+
+    split = tmp_path / "split"
+    run_api(unet_data, split, cache_dir, *args[:-1], "train.max_steps=1")
+    run_api(unet_data, split, cache_dir, *args)
+
+    def values(run):
+        return [{k: v for k, v in r.items() if k not in ("time_s", "samples_per_s")}
+                for r in read_records(run / "metrics.jsonl")]
+
+    def train_values(run):  # the stopped run also validated at its last step
+        return [{k: v for k, v in r.items() if not k.startswith("val/")} for r in values(run)]
+
+    assert train_values(split) == train_values(straight)
+    assert values(split)[-1] == values(straight)[-1]  # the final validation scored the same video
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = (load_file(run / "checkpoints" / "step-000002" / name) for run in (straight, split))
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+        assert all("motion_modules." in k for k in a)  # trainable-only weights
+    with pytest.raises(ConfigError, match="loss.mixed_noise_alpha"):
+        run_api(unet_data, split, cache_dir, *args, "loss.mixed_noise_alpha=0.5")
+
+
+def test_partial_init_needs_allow_partial_and_reports_what_it_left(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from lsync.models.presets import build_unet, model_config
+
+    torch.manual_seed(1)
+    weights = build_unet(model_config("unet_tiny")).state_dict()
+    partial = {k: v.contiguous() for k, v in weights.items() if "motion_modules." not in k}
+    path = tmp_path / "no motion modules.safetensors"
+    save_file(partial, str(path))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_init(build_unet(model_config("unet_tiny")), path, allow_partial=False)
+    torch.manual_seed(2)
+    unet = build_unet(model_config("unet_tiny"))
+    assert load_init(unet, path, allow_partial=True) == set(partial)
+    printed = " ".join(capsys.readouterr().err.split())
+    assert f"loaded {len(partial)} of {len(weights)} tensors" in printed
+    assert "left at their initial value: down_blocks.0.motion_modules (" in printed
+    assert torch.equal(unet.state_dict()["conv_in.weight"], weights["conv_in.weight"])
+
+
+# ----------------------------------------------------------------------------------------------- two processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(unet_data, cache_dir, tmp_path):
+    """torchrun: two gloo processes with batch 1 each end where one process with batch 2 ends (per-sample noise)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    common = ["unet", str(unet_data), *FAST, *RECON_ONLY, "--max-steps", "1", "--cpu", "-q",
+              "--set", f"data.cache_dir={cache_dir}", "--set", "validation.frames=0",
+              "--set", "model.trainable=[attn2.]"]
+    two = tmp_path / "two processes"
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), "-m", "lsync.commands.train", *common, str(two), "--batch-size", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one = tmp_path / "one process"
+    single = subprocess.run([sys.executable, "-m", "lsync.commands.train", *common, str(one), "--batch-size", "2"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    a = load_file(two / "checkpoints" / "step-000001" / "model.safetensors")
+    b = load_file(one / "checkpoints" / "step-000001" / "model.safetensors")
+    assert set(a) == set(b) and all("attn2." in k for k in a)
+    # Adam's first step moves a weight by about lr * sign(gradient): where a gradient is ~0, summation order
+    # (all-reduce vs one batch) may flip it. All but a few weights must agree, and those within 2 lr.
+    difference = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert (difference > 2e-5).float().mean() < 1e-3 and difference.max() <= 2 * 5e-4
+    loss_two = read_records(two / "metrics.jsonl")[0]["train/recon"]
+    assert loss_two == pytest.approx(read_records(one / "metrics.jsonl")[0]["train/recon"], rel=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------- overfitting
+def test_overfitting_one_batch_halves_the_reconstruction_loss_within_200_steps(unet_data, cache_dir):
+    """The tiny U-Net learns one fixed batch (same windows, noise and timesteps every step)."""
+    from lsync.data.unet_dataset import UNetDataset, collate_unet_batch
+    from lsync.diffusion import make_scheduler
+    from lsync.losses import LossModels, LossWeights
+    from lsync.models.presets import load_models
+    from lsync.stages.train_unet_step import UNetTrainingStep
+
+    bundle = load_models("tiny")
+    dataset = UNetDataset(unet_data, bundle.audio, cache_dir=cache_dir, seed=0)
+    batch = collate_unet_batch([dataset[0]])
+    step = UNetTrainingStep(bundle.vae, make_scheduler(), LossWeights(recon=1, sync=0, lpips=0, trepa=0),
+                            LossModels(), seed=0)
+    unet = bundle.unet.train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(200):
+        loss = step(unet, batch)["loss"]
+        losses.append(float(loss.detach()))
+        if losses[-1] <= 0.5 * losses[0]:
+            break
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] <= 0.5 * losses[0], losses
