@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{exc.format_message().rstrip('.')}{hint}", exc.exit_code, None)
     except OSError as exc:
         _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1, exc)
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback with --verbose
+        _fail(f"unexpected {type(exc).__name__}: {exc}, rerun with --verbose for the traceback and report it", 1, exc)
     # Without standalone mode click returns the exit code of --help/--version, or the command's value.
     sys.exit(result if isinstance(result, int) else 0)
 

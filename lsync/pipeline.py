@@ -140,15 +140,26 @@ def step_key(step: Step, earlier: list[Step]) -> str:
 
 
 def run_recipe(recipe: Recipe, invoke) -> list[StepResult]:
-    """Run the steps in order with ``invoke(args)`` (an in-process ``lsync`` call); stop at the first failure."""
+    """Run the steps in order with ``invoke(args)`` (an in-process ``lsync`` call); stop at the first failure.
+
+    A step's marker records its key when the step starts and again, marked done, when it finishes. So an
+    interrupted step with the same key resumes (the stages resume on their own), while a step whose key changed
+    starts over: its earlier output, which this runner made (the marker proves it), is removed first, so a stage
+    never resumes stale results (e.g. clips filtered with a SyncNet that has since been retrained).
+    """
     state_dir = recipe.workdir / STATE_DIR
     results: list[StepResult] = []
     for index, step in enumerate(recipe.steps):
         key = step_key(step, recipe.steps[:index])
         marker = state_dir / f"{step.name}.json"
-        if is_complete(step.output) and _recorded_key(marker) == key:
+        recorded = _read_marker(marker)
+        if is_complete(step.output) and recorded == {"key": key, "done": True, "run": step.run}:
             results.append(StepResult(step.name, "skipped", 0.0, _metric(step), str(step.output)))
             continue
+        if recorded is not None and recorded.get("key") != key and step.output.exists():
+            log.info("step %s changed since its last run: starting it over", step.name)
+            _remove_output(step.output)
+        atomic_write_json(marker, {"key": key, "done": False, "run": step.run})
         started = time.perf_counter()
         log.info("step %s: lsync %s", step.name, " ".join(step.run))
         try:
@@ -160,18 +171,28 @@ def run_recipe(recipe: Recipe, invoke) -> list[StepResult]:
         if not is_complete(step.output):
             raise StageFailure(f"step {step.name} finished without writing {step.output / MANIFEST_NAME}",
                                "check the step's output path in the recipe")
-        atomic_write_json(marker, {"key": key, "run": step.run})
+        atomic_write_json(marker, {"key": key, "done": True, "run": step.run})
         results.append(StepResult(step.name, "done", time.perf_counter() - started, _metric(step), str(step.output)))
     return results
 
 
-def _recorded_key(marker: Path) -> str | None:
+def _remove_output(output: Path) -> None:
+    import shutil
+
+    if output.is_dir():
+        shutil.rmtree(output)
+    else:
+        output.unlink(missing_ok=True)
+
+
+def _read_marker(marker: Path) -> dict[str, Any] | None:
     import json
 
     try:
-        return json.loads(marker.read_text())["key"]
-    except (OSError, ValueError, KeyError):
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
         return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def _metric(step: Step) -> Any:

@@ -57,6 +57,18 @@ def test_input_error_is_one_line_exit_2(tmp_path, capsys):
     assert err.strip() == f"lsync: error: {tmp_path / 'missing dir ü'} is not a directory, pass a directory written by an lsync stage"
 
 
+def test_an_unexpected_exception_is_still_one_line_exit_1(monkeypatch, capsys):
+    import lsync.inspect
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("kaboom\nsecond line")
+
+    monkeypatch.setattr(lsync.inspect, "summarize", broken)
+    code, _, err = run_main(["inspect", "."], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "unexpected RuntimeError: kaboom second line" in err and "--verbose" in err
+
+
 def test_verbose_shows_traceback(tmp_path, capsys):
     code, _, err = run_main(["-v", "inspect", str(tmp_path / "missing")], capsys)
     assert code == 2 and "Traceback" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -86,3 +87,51 @@ def test_variables_fill_the_steps_and_unknown_ones_are_refused(tmp_path):
     path.write_text("steps:\n  - {name: a, run: [synth, '{workdir}/{nope}'], output: x}\n")
     with pytest.raises(ConfigError, match="uses {nope}"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize("name", ["demo", "latentsync-256", "latentsync-512"])
+def test_shipped_recipes_name_real_commands_and_flags(name, tmp_path):
+    """Every step of a shipped recipe names an lsync command and only flags that command has."""
+    import click
+
+    from lsync.pipeline import recipe_path
+
+    recipe = load_recipe(recipe_path(name), tmp_path)
+    for step in recipe.steps:
+        command, args = cli, list(step.run)
+        while isinstance(command, click.Group):
+            assert args and args[0] in command.commands, f"{name}/{step.name}: no command {args[:1]}"
+            command, args = command.commands[args[0]], args[1:]
+        flags = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+        used = {arg for arg in args if arg.startswith("--")}
+        assert used <= flags, f"{name}/{step.name}: unknown {sorted(used - flags)}"
+
+
+def test_a_changed_step_starts_over_and_an_interrupted_one_resumes(tmp_path):
+    """The runner removes a step's own earlier output when the step changed, never when it was only cut short."""
+    from lsync.manifest import write_manifest
+    from lsync.pipeline import run_recipe
+
+    def recipe(clips):
+        path = tmp_path / "r.yaml"
+        path.write_text(f"steps:\n  - {{name: a, run: [make, '{{workdir}}/out', '{clips}'], output: '{{workdir}}/out'}}\n")
+        return load_recipe(path, tmp_path / "work")
+
+    seen = []
+
+    def invoke(args, fail=False):
+        out = Path(args[1])
+        seen.append(sorted(p.name for p in out.iterdir()) if out.exists() else None)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"part-{args[2]}").write_text("x")
+        if fail:
+            raise StageFailure("killed", "rerun")
+        write_manifest(out, "raw", {"clips": args[2]})
+
+    assert run_recipe(recipe(1), lambda a: invoke(a, fail=True))[0].status == "failed"
+    run_recipe(recipe(1), invoke)  # same key: the partial output is resumed, not removed
+    assert seen[-1] == ["part-1"]
+    assert run_recipe(recipe(1), invoke)[0].status == "skipped"
+    run_recipe(recipe(2), invoke)  # changed: the old output is removed before the step runs again
+    assert seen[-1] is None
+    assert sorted(p.name for p in (tmp_path / "work" / "out").iterdir()) == ["lsync.json", "part-2"]

@@ -35,26 +35,28 @@ def demo(workdir: Path, variables: tuple[str, ...]) -> None:
 
 
 def demo_artifacts(outputs: list[Path]) -> list[tuple[str, Path]]:
-    """(what, path) of the files a person looks at: lip-synced videos, frame strips and training charts."""
+    """(what, path) of the files a person looks at: lip-synced videos and frame strips (from inference outputs)
+    and training charts (from runs), found by each output directory's manifest kind."""
+    from lsync.manifest import read_manifest
+
     found = []
     for output in outputs:
-        for path in sorted(output.glob("*.mp4")):
-            found.append(("lip-synced video", path))
-        for path in sorted(output.glob("*.strip.png")):
-            found.append(("frame strip (input | mask | generated | blended)", path))
-        for path in sorted(output.glob("metrics.png")):
-            found.append((f"training chart ({output.name})", path))
+        kind = read_manifest(output)["kind"]
+        if kind == "inference":
+            found += [("lip-synced video", path) for path in sorted(output.glob("*.mp4"))]
+            found += [("frame strip: input | mask | generated | blended", path)
+                      for path in sorted(output.glob("*.strip.png"))]
+        elif kind.endswith("-run") and (output / "metrics.png").is_file():
+            found.append((f"training chart ({output.name})", output / "metrics.png"))
     return found
 
 
 def print_artifacts(artifacts: list[tuple[str, Path]]) -> None:
-    from rich.table import Table
+    """One line per file, never wrapped or shortened, so the paths can be copied (and grepped)."""
+    from rich.markup import escape
 
     from lsync.console import result_console
 
-    table = Table(title="look at", title_justify="left")
-    table.add_column("what")
-    table.add_column("where")
+    result_console.print("[bold]look at[/]")
     for what, path in artifacts:
-        table.add_row(what, str(path))
-    result_console.print(table)
+        result_console.print(f"  {what}: {escape(str(path))}", soft_wrap=True, highlight=False)
