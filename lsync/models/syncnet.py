@@ -303,9 +303,11 @@ def cosine_loss(vision_embeds: torch.Tensor, audio_embeds: torch.Tensor, y: torc
     trainer uses. Computed in float32 (BCE is not autocast-safe). The embeddings come after a ReLU, so the
     similarity lies in [0, 1]; the clamp only removes rounding overshoot that BCE would reject.
     """
-    sims = cosine_similarity(vision_embeds.float(), audio_embeds.float()).clamp(0.0, 1.0)
-    target = y.reshape(-1).to(sims.dtype)
-    return F.binary_cross_entropy(sims, target, reduction=reduction)
+    # autocast refuses BCE outright (even on float32 inputs), so it is switched off around it.
+    with torch.autocast(device_type=vision_embeds.device.type, enabled=False):
+        sims = cosine_similarity(vision_embeds.float(), audio_embeds.float()).clamp(0.0, 1.0)
+        target = y.reshape(-1).to(sims.dtype)
+        return F.binary_cross_entropy(sims, target, reduction=reduction)
 
 
 sync_loss = cosine_loss
