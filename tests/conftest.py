@@ -37,3 +37,12 @@ def media() -> Path:
     if not (root / "demo1_video.mp4").is_file():
         pytest.skip(f"demo media not found at {root} (set LSYNC_MEDIA_DIR)")
     return root
+
+
+@pytest.fixture(autouse=True)
+def default_verbosity():
+    """In-process commands (`-q`, `-v`) set the process-wide verbosity; every test starts from the default."""
+    from lsync.console import configure
+
+    configure()
+    yield
