@@ -46,9 +46,12 @@ from lsync.manifest import (
     MANIFEST_NAME,
     RecordWriter,
     atomic_output,
+    atomic_write_json,
     describe_input,
+    directory_digest,
     json_digest,
     read_manifest,
+    quick_file_digest,
     read_records,
     remove_temp_debris,
     rewrite_records,
@@ -73,6 +76,7 @@ SYNCNET_V2_MIN_CONF = 3.0
 STABLE_MIN_CONF = 0.4
 #: Runtime settings a rerun may change freely.
 RUNTIME_KEYS = ("batch_size", "device", "threads")
+PROVENANCE_FILE = "filter-inputs.json"  # digests of the input data directory and the SyncNet weights
 
 
 @dataclass
@@ -208,7 +212,8 @@ def run(data_dir: str | Path, out_dir: str | Path, config: FilterSyncConfig, for
     crf = config.crf if config.crf is not None else input_crf(input_manifest["config"])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_record_config(out_dir, config, force)
+    provenance = {"data": directory_digest(data_dir), "syncnet": syncnet_digest(Path(config.syncnet))}
+    _check_or_record_config(out_dir, config, force, provenance)
     done = _recover(out_dir)
     todo = [r for r in records if r["id"] not in done]
     if todo:
@@ -264,12 +269,33 @@ def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
 
 
-def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool) -> None:
-    """One config per output directory: a rerun with another one is refused (``force`` starts over)."""
+def syncnet_digest(source: Path) -> str | None:
+    """Digest of the weights ``--syncnet`` resolves to (a run's newest checkpoint, a checkpoint, or a file), so
+    a SyncNet retrained in place is noticed on resume. ``None`` when nothing is there (loading then fails)."""
+    from lsync.models.checkpoints import WEIGHTS_NAME
+    from lsync.training.checkpointing import latest_checkpoint
+
+    if source.is_dir():
+        source = (latest_checkpoint(source) or source) / WEIGHTS_NAME
+    return quick_file_digest(source) if source.is_file() else None
+
+
+def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool,
+                            provenance: dict[str, Any]) -> None:
+    """One config and one (data, SyncNet) pair per output directory: a rerun with another config, other input
+    clips or a retrained SyncNet is refused, since its clips would mix two filterings (``force`` starts over)."""
     path = out_dir / CONFIG_FILE
     current = config_to_dict(config)
     previous = load_yaml(path) if path.is_file() else None
     has_outputs = any((out_dir / name).exists() for name in (CLIPS_FILE, REJECTS_FILE, MANIFEST_NAME))
+    recorded = _read_provenance(out_dir)
+    if previous is not None and recorded is not None and recorded != provenance:
+        if not force:
+            changed = sorted(k for k in provenance if recorded.get(k) != provenance[k])
+            raise UsageError(f"{out_dir} was filtered from other inputs ({' and '.join(changed)} changed since)",
+                             "use another output directory, or --force to discard it and start over")
+        _clear_outputs(out_dir)
+        previous = None
     if previous is not None and json_digest(_comparable(previous)) != json_digest(_comparable(current)):
         if not force:
             changed = sorted(k for k in set(previous) | set(current)
@@ -282,10 +308,20 @@ def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool
             raise UsageError(f"{out_dir} holds outputs without a config.yaml", "pass --force to start over")
         _clear_outputs(out_dir)
     save_config_yaml(config, path)
+    atomic_write_json(out_dir / PROVENANCE_FILE, provenance)
+
+
+def _read_provenance(out_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((out_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _clear_outputs(out_dir: Path) -> None:
-    for name in (CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, MANIFEST_NAME, CONFIG_FILE):
+    for name in (CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, MANIFEST_NAME, CONFIG_FILE, PROVENANCE_FILE):
         (out_dir / name).unlink(missing_ok=True)
     shutil.rmtree(out_dir / CLIPS_DIR, ignore_errors=True)
 
@@ -333,7 +369,7 @@ def _finalize(data_dir: Path, out_dir: Path, records: list[dict[str, Any]], conf
     inputs = [describe_input(data_dir)]
     syncnet = Path(config.syncnet)
     if syncnet.exists():
-        inputs.append({"path": str(syncnet.resolve()), "kind": "model", "digest": None})
+        inputs.append({"path": str(syncnet.resolve()), "kind": "syncnet", "digest": syncnet_digest(syncnet)})
     # The preprocessing config travels along: consumers of a data directory read resolution, crf, ... from it.
     preprocess_config = input_manifest["config"].get("preprocess", input_manifest["config"])
     write_manifest(out_dir, "data", {**config_to_dict(config), "preprocess": preprocess_config}, inputs=inputs,

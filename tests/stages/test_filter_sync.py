@@ -175,6 +175,15 @@ def test_rejects_carry_reasons_and_a_rerun_resumes(offset_data, oracle, tmp_path
     assert summary["clips"] == 0 and summary["rejects"] == {"sync_confidence": 3}
     assert not (out / "clips").exists()  # the kept files of the old config are gone
 
+    # a SyncNet retrained in place is noticed: resuming would mix clips of two filterings
+    weights = tmp_path / "sync net.pt"
+    weights.write_bytes(b"first weights")
+    run(data, out, config(syncnet=str(weights)), force=True)
+    assert read_manifest(out, kind="data")["inputs"][1]["digest"].startswith("quick-sha256:")
+    weights.write_bytes(b"retrained weights")
+    with pytest.raises(UsageError, match="syncnet changed since"):
+        run(data, out, config(syncnet=str(weights)))
+
 
 def test_bad_inputs_are_one_line_errors(offset_data, tmp_path):
     data, _ = offset_data
