@@ -232,8 +232,9 @@ def write_results(out_dir: Path, what: str, config, inputs: Path, model: str | P
         {"path": str(v.resolve()), "kind": "video", "digest": quick_file_digest(v)} for v in videos or []]
     model_path = Path(model)
     if model_path.exists():
-        described.append({"path": str(model_path.resolve()), "kind": "model",
-                          "digest": quick_file_digest(model_path) if model_path.is_file() else None})
+        from lsync.training.checkpointing import weights_digest
+
+        described.append({"path": str(model_path.resolve()), "kind": "model", "digest": weights_digest(model_path)})
     write_manifest(out_dir, "eval", config_to_dict(config), inputs=described,
                    summary={"evaluation": what, **result["summary"]})
     return out_dir

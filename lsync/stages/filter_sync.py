@@ -51,7 +51,6 @@ from lsync.manifest import (
     directory_digest,
     json_digest,
     read_manifest,
-    quick_file_digest,
     read_records,
     remove_temp_debris,
     rewrite_records,
@@ -67,6 +66,7 @@ from lsync.stages.preprocess import (
     SOURCES_FILE,
     summarize_records,
 )
+from lsync.training.checkpointing import weights_digest
 
 log = get_logger(__name__)
 
@@ -212,7 +212,7 @@ def run(data_dir: str | Path, out_dir: str | Path, config: FilterSyncConfig, for
     crf = config.crf if config.crf is not None else input_crf(input_manifest["config"])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    provenance = {"data": directory_digest(data_dir), "syncnet": syncnet_digest(Path(config.syncnet))}
+    provenance = {"data": directory_digest(data_dir), "syncnet": weights_digest(Path(config.syncnet))}
     _check_or_record_config(out_dir, config, force, provenance)
     done = _recover(out_dir)
     todo = [r for r in records if r["id"] not in done]
@@ -267,17 +267,6 @@ def _rounded(value: float | None) -> float | None:
 
 def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
-
-
-def syncnet_digest(source: Path) -> str | None:
-    """Digest of the weights ``--syncnet`` resolves to (a run's newest checkpoint, a checkpoint, or a file), so
-    a SyncNet retrained in place is noticed on resume. ``None`` when nothing is there (loading then fails)."""
-    from lsync.models.checkpoints import WEIGHTS_NAME
-    from lsync.training.checkpointing import latest_checkpoint
-
-    if source.is_dir():
-        source = (latest_checkpoint(source) or source) / WEIGHTS_NAME
-    return quick_file_digest(source) if source.is_file() else None
 
 
 def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool,
@@ -369,7 +358,7 @@ def _finalize(data_dir: Path, out_dir: Path, records: list[dict[str, Any]], conf
     inputs = [describe_input(data_dir)]
     syncnet = Path(config.syncnet)
     if syncnet.exists():
-        inputs.append({"path": str(syncnet.resolve()), "kind": "syncnet", "digest": syncnet_digest(syncnet)})
+        inputs.append({"path": str(syncnet.resolve()), "kind": "syncnet", "digest": weights_digest(syncnet)})
     # The preprocessing config travels along: consumers of a data directory read resolution, crf, ... from it.
     preprocess_config = input_manifest["config"].get("preprocess", input_manifest["config"])
     write_manifest(out_dir, "data", {**config_to_dict(config), "preprocess": preprocess_config}, inputs=inputs,

@@ -130,3 +130,15 @@ def load_rng_state(checkpoint: str | Path, rank: int) -> dict[str, Any] | None:
     """This process's generator states, or ``None`` when the checkpoint was written by fewer processes."""
     path = rng_file(Path(checkpoint), rank)
     return load_torch_checkpoint(path) if path.is_file() else None
+
+
+def weights_digest(source: str | Path) -> str | None:
+    """Quick digest of the weights a model argument resolves to: a run directory's newest checkpoint, a
+    checkpoint directory's ``model.safetensors``, or a weights file. ``None`` when there are none."""
+    from lsync.manifest import quick_file_digest
+    from lsync.models.checkpoints import WEIGHTS_NAME
+
+    path = Path(source)
+    if path.is_dir():
+        path = (latest_checkpoint(path) or path) / WEIGHTS_NAME
+    return quick_file_digest(path) if path.is_file() else None

@@ -58,6 +58,18 @@ def test_checkpoints_are_listed_pruned_and_resolved(tmp_path):
         ckpt.resolve_resume(tmp_path, tmp_path / "checkpoints" / "step-000020")
 
 
+def test_weights_digest_follows_a_run_to_its_newest_checkpoint(tmp_path):
+    from lsync.manifest import quick_file_digest
+
+    for step, content in ((5, b"old"), (10, b"new")):
+        checkpoint = fake_checkpoint(tmp_path, step)
+        (checkpoint / "model.safetensors").write_bytes(content)
+    newest = tmp_path / "checkpoints" / "step-000010" / "model.safetensors"
+    assert ckpt.weights_digest(tmp_path) == quick_file_digest(newest)
+    assert ckpt.weights_digest(newest.parent) == ckpt.weights_digest(newest) == quick_file_digest(newest)
+    assert ckpt.weights_digest(tmp_path / "missing") is None
+
+
 def test_staging_debris_is_cleared(tmp_path):
     staging = ckpt.staging_dir(tmp_path, 3)
     staging.mkdir(parents=True)
