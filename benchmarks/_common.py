@@ -76,6 +76,34 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def training_step(model: torch.nn.Module, loss_fn, device: torch.device, dtype: torch.dtype | None,
+                  lr: float, max_grad_norm: float):
+    """One optimizer step as the trainers take it (autocast, fp16 loss scaling, clipping, AdamW), as a callable.
+
+    ``loss_fn(model) -> scalar loss``; the optimizer and scaler live in the closure.
+    """
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    def step() -> None:
+        with autocast(device, dtype):
+            loss = loss_fn(model)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

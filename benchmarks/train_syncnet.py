@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from benchmarks._common import (  # noqa: E402
     PeakMemory,
-    autocast,
     autocast_dtype,
     configure_backends,
     dtype_name,
@@ -40,6 +39,7 @@ from benchmarks._common import (  # noqa: E402
     release_memory,
     resolve_device,
     time_callable,
+    training_step,
 )
 
 PRESETS_ON_CPU = ("tiny",)
@@ -84,25 +84,9 @@ def train_step_row(preset: str, device: torch.device, amp: torch.dtype | None, b
     batch = batch_size or (32 if preset == "tiny" else 16)
     model, _ = build_model(config.model)
     model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     inputs = random_batch(batch, config.model.image_size, device)
-
-    def step():
-        with autocast(device, amp):
-            loss = syncnet_step(model, inputs)["loss"]
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = training_step(model, lambda m: syncnet_step(m, inputs)["loss"], device, amp, config.train.lr,
+                         config.train.max_grad_norm)
 
     release_memory(device)
     with PeakMemory(device) as memory:
@@ -111,7 +95,7 @@ def train_step_row(preset: str, device: torch.device, amp: torch.dtype | None, b
            "image_size": config.model.image_size, "batch": batch, "precision": dtype_name(amp),
            "parameters": sum(p.numel() for p in model.parameters()), **timing.as_dict(),
            "samples_per_s": round(batch / timing.median_s, 2), **memory.as_dict()}
-    del model, optimizer
+    del model, step
     release_memory(device)
     return row
 

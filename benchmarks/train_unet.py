@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from benchmarks._common import (  # noqa: E402
     PeakMemory,
-    autocast,
     autocast_dtype,
     configure_backends,
     dtype_name,
@@ -39,6 +38,7 @@ from benchmarks._common import (  # noqa: E402
     machine_info,
     release_memory,
     time_callable,
+    training_step,
     resolve_device,
 )
 
@@ -126,25 +126,9 @@ def build_step(config, device: torch.device):
 def train_step_row(size: str, pixel_losses: bool, device: torch.device, amp, batch: int, steps: int) -> dict:
     config = preset_config(size, device, pixel_losses)
     unet, step = build_step(config, device)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.train.lr)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     inputs = random_batch(batch, config.model.resolution, device)
-
-    def one_step():
-        with autocast(device, amp):
-            loss = step(unet, inputs)["loss"]
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), config.train.max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    one_step = training_step(unet, lambda m: step(m, inputs)["loss"], device, amp, config.train.lr,
+                             config.train.max_grad_norm)
 
     release_memory(device)
     with PeakMemory(device) as memory:
@@ -154,7 +138,7 @@ def train_step_row(size: str, pixel_losses: bool, device: torch.device, amp, bat
            "parameters": sum(p.numel() for p in unet.parameters()), **timing.as_dict(),
            "steps_per_s": round(1 / timing.median_s, 3), "samples_per_s": round(batch / timing.median_s, 3),
            **memory.as_dict()}
-    del unet, optimizer, step
+    del unet, one_step, step
     release_memory(device)
     return row
 
