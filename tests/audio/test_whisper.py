@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -333,12 +336,32 @@ def test_golden_checkpoint_dims(reference, golden_extractor):
                           sinusoids(dims.n_audio_ctx, dims.n_audio_state), atol=1e-6)
 
 
+def log_mel_with_cpu_independent_mkl(wav: Path, n_mels: int, tmp_path: Path) -> torch.Tensor:
+    """log_mel_spectrogram of ``wav`` in a fresh process with ``MKL_CBWR=COMPATIBLE``, which makes MKL's FFT take
+    the same code path on every x86 CPU (MKL reads it once, at start-up, hence the subprocess)."""
+    out = tmp_path / "log_mel.safetensors"
+    script = ("import sys; from safetensors.torch import save_file; from lsync.audio.mel import load_wav_16k_mono; "
+              "from lsync.audio.whisper import log_mel_spectrogram; "
+              "save_file({'log_mel': log_mel_spectrogram(load_wav_16k_mono(sys.argv[1]), int(sys.argv[2]))}, "
+              "sys.argv[3])")
+    subprocess.run([sys.executable, "-c", script, str(wav), str(n_mels), str(out)], check=True,
+                   env={**os.environ, "MKL_CBWR": "COMPATIBLE"})
+    return load_file(str(out))["log_mel"]
+
+
 @pytest.mark.golden
-def test_golden_features(reference, media, golden_extractor):
+def test_golden_features(reference, media, golden_extractor, tmp_path):
     golden = load_file(str(reference / "whisper" / "whisper_features.safetensors"))
     samples = load_wav_16k_mono(media / "demo1_audio.wav")
     log_mel = golden_extractor.log_mel(samples)
-    torch.testing.assert_close(log_mel, golden["log_mel"], rtol=0, atol=1e-5)
+    # Bins far below a frame's loudest are ill-conditioned in float32: MKL's AVX-512 FFT kernels move a few of them
+    # by up to 1.3e-5, and a float64 run lands 1.4e-5 away (the golden's own rounding). Hence 2e-5 here, and the
+    # README's 1e-5 - met to 1e-6 in fact - on the CPU-independent arithmetic below.
+    torch.testing.assert_close(log_mel, golden["log_mel"], rtol=0, atol=2e-5)
+    if torch.backends.mkl.is_available():
+        pinned = log_mel_with_cpu_independent_mkl(media / "demo1_audio.wav", golden_extractor.encoder.dims.n_mels,
+                                                  tmp_path)
+        torch.testing.assert_close(pinned, golden["log_mel"], rtol=0, atol=1e-5)
 
     for windowing in ("reference", "overlap"):  # identical for audio up to 30 s
         extractor = WhisperFeatureExtractor(golden_extractor.encoder, windowing=windowing)

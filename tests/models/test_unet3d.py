@@ -14,7 +14,7 @@ from lsync.models.motion_module import VanillaTemporalModule
 from lsync.models.unet3d import UNet3DConditionModel, UNet3DConditionOutput, frames_to_clip
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"
-GOLDEN_ATOL = 2e-5
+GOLDEN_ATOL = 2e-5  # the reference README's tolerance for U-Net outputs, whose values reach ~3
 
 
 def micro_config(**changes) -> dict:
@@ -155,7 +155,18 @@ def test_golden_intermediates(reference):
             got = captured[name]
             if got.ndim == 4:  # block outputs are frame-major; the goldens hold batch item 0 as (1, C, F, H, W)
                 got = frames_to_clip(got, num_frames)[: want.shape[0]]
-            torch.testing.assert_close(got, want, atol=GOLDEN_ATOL, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+            torch.testing.assert_close(got, want, atol=intermediate_atol(want), rtol=0,
+                                       msg=lambda m, n=name: f"{n}: {m}")
+
+
+def intermediate_atol(want: torch.Tensor) -> float:
+    """GOLDEN_ATOL scaled to the magnitude of a block output.
+
+    Block outputs reach ~26, where float32 rounding is 8x coarser than at 3: the same model run in float64 lands
+    up to 2.6e-5 from these float32 goldens (their own rounding error), and the CPU's instruction set (AVX-512 or
+    AVX2 kernels) moves a float32 run by as much. A wrong head count or frame order moves them by 0.1 or more.
+    """
+    return GOLDEN_ATOL * max(1.0, want.abs().max().item() / 3.0)
 
 
 @pytest.mark.golden
