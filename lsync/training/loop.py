@@ -71,7 +71,13 @@ class LoopConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0  # linear warm-up from 0, then constant (the reference uses a constant rate)
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    # After the warm-up: "constant" (the reference's choice) or "cosine" down to lr_min_ratio * lr over
+    # lr_decay_steps, then flat. The horizon is its own key, not max_steps, so that a run extended on resume
+    # follows the same curve as one planned that long.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_decay_steps: int = 1000
+    lr_min_ratio: float = 0.1
     max_grad_norm: float = 1.0  # clip the global gradient norm; 0 = no clipping (the norm is still logged)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on CUDA, fp32 on CPU
     cpu: bool = False  # train on the CPU even where CUDA is present
@@ -199,7 +205,7 @@ class Trainer:
             self._record_base_weights()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_constant(c.warmup_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(c))
         # The schedule is stepped here once per optimizer step; accelerate's wrapper would step it once per process.
         model, optimizer = acc.prepare(self.model, optimizer)
         self._wrapped, self._optimizer, self._scheduler = model, optimizer, scheduler
@@ -489,9 +495,17 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _warmup_then_constant(warmup_steps: int) -> Callable[[int], float]:
+def lr_factor(config: LoopConfig) -> Callable[[int], float]:
+    """The multiplier of ``config.lr`` at optimizer step ``step`` (0-based): warm-up, then the schedule."""
+    warmup, horizon, floor = config.warmup_steps, max(1, config.lr_decay_steps), config.lr_min_ratio
+
     def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / horizon)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 

@@ -13,7 +13,7 @@ from torch import nn
 from lsync.errors import InputError
 from lsync.manifest import read_records
 from lsync.training.checkpointing import latest_checkpoint, list_checkpoints, load_training_state
-from lsync.training.loop import LoopConfig, Trainer
+from lsync.training.loop import LoopConfig, Trainer, lr_factor
 from lsync.training.sampling import SampleKey
 from lsync.training.seeding import sample_rng, seed_everything
 
@@ -72,14 +72,15 @@ def weights(checkpoint) -> dict[str, torch.Tensor]:
     return load_file(checkpoint / "model.safetensors")
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
-    straight = make_trainer(tmp_path / "straight").fit()
+@pytest.mark.parametrize("schedule", [{}, {"lr_schedule": "cosine", "lr_decay_steps": 4}], ids=["constant", "cosine"])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, schedule):
+    straight = make_trainer(tmp_path / "straight", **schedule).fit()
     assert straight.step == 6 and straight.stopped == "max_steps"
     assert straight.epoch == 1  # 12 micro-batches of 4 over 37 items: the run crossed an epoch
 
-    first = make_trainer(tmp_path / "split", max_steps=3).fit()
+    first = make_trainer(tmp_path / "split", max_steps=3, **schedule).fit()
     assert first.step == 3
-    resumed_trainer = make_trainer(tmp_path / "split")
+    resumed_trainer = make_trainer(tmp_path / "split", **schedule)
     resumed = resumed_trainer.fit(latest_checkpoint(tmp_path / "split"))
     assert resumed.resumed_from.name == "step-000003" and resumed.step == 6
 
@@ -90,6 +91,24 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
         read_records(tmp_path / "straight" / "metrics.jsonl"))
     state = load_training_state(resumed.checkpoint)
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 4)  # 4 steps of 2 micro-batches fill epoch 0
+
+
+def test_lr_factor_warms_up_then_follows_the_schedule():
+    constant = lr_factor(LoopConfig(warmup_steps=4))
+    assert [constant(step) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+    cosine = lr_factor(LoopConfig(warmup_steps=2, lr_schedule="cosine", lr_decay_steps=10, lr_min_ratio=0.1))
+    assert [cosine(step) for step in range(3)] == [0.5, 1.0, 1.0]
+    assert cosine(2 + 5) == pytest.approx(0.55)  # half-way: midway between 1 and the floor
+    assert cosine(2 + 10) == pytest.approx(0.1) and cosine(500) == pytest.approx(0.1)  # then flat at the floor
+    decay = [cosine(step) for step in range(2, 13)]
+    assert all(a > b for a, b in zip(decay, decay[1:]))
+
+
+def test_cosine_schedule_reaches_the_logged_lr(tmp_path):
+    make_trainer(tmp_path, max_steps=6, lr_schedule="cosine", lr_decay_steps=4, lr_min_ratio=0.0).fit()
+    lrs = [r["lr"] for r in read_records(tmp_path / "metrics.jsonl")]
+    assert lrs[1] == pytest.approx(3e-2) and lrs[3] == pytest.approx(1.5e-2) and lrs[-1] == pytest.approx(0.0)
 
 
 def test_metrics_have_one_line_per_logged_step_and_a_chart(tmp_path):
