@@ -194,6 +194,11 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML follows YAML 1.1, which reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise _type_error(key, value, "a number", source)
     if hint is str:
         if isinstance(value, str):

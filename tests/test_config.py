@@ -98,6 +98,13 @@ def test_wrong_types_are_errors(override, fragment):
     assert fragment in str(err.value)
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # YAML 1.1 (PyYAML) reads 1e-5 as a string; a float key must still take it, from --set and from files.
+    config = resolve_config(ToyConfig, config_file=write(tmp_path / "c.yaml", "loss:\n  recon_weight: 2e-1\n"),
+                            overrides=["loss.sync_weight=1e-3"])
+    assert config.loss.recon_weight == 0.2 and config.loss.sync_weight == 0.001
+
+
 def test_override_parsing():
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
     assert parse_override("name=two words") == {"name": "two words"}
