@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lsync.audio import timing
 from lsync.audio.mel import load_wav_16k_mono
@@ -336,15 +336,16 @@ def test_golden_checkpoint_dims(reference, golden_extractor):
                           sinusoids(dims.n_audio_ctx, dims.n_audio_state), atol=1e-6)
 
 
-def log_mel_with_cpu_independent_mkl(wav: Path, n_mels: int, tmp_path: Path) -> torch.Tensor:
-    """log_mel_spectrogram of ``wav`` in a fresh process with ``MKL_CBWR=COMPATIBLE``, which makes MKL's FFT take
-    the same code path on every x86 CPU (MKL reads it once, at start-up, hence the subprocess)."""
-    out = tmp_path / "log_mel.safetensors"
-    script = ("import sys; from safetensors.torch import save_file; from lsync.audio.mel import load_wav_16k_mono; "
+def log_mel_with_cpu_independent_mkl(samples: np.ndarray, n_mels: int, tmp_path: Path) -> torch.Tensor:
+    """log_mel_spectrogram of ``samples`` in a fresh process with ``MKL_CBWR=COMPATIBLE``, which makes MKL's FFT
+    take the same code path on every x86 CPU (MKL reads it once, at start-up, hence the subprocess)."""
+    source, out = tmp_path / "samples.safetensors", tmp_path / "log_mel.safetensors"
+    save_file({"samples": torch.from_numpy(np.ascontiguousarray(samples))}, str(source))
+    script = ("import sys; from safetensors.torch import load_file, save_file; "
               "from lsync.audio.whisper import log_mel_spectrogram; "
-              "save_file({'log_mel': log_mel_spectrogram(load_wav_16k_mono(sys.argv[1]), int(sys.argv[2]))}, "
+              "save_file({'log_mel': log_mel_spectrogram(load_file(sys.argv[1])['samples'], int(sys.argv[2]))}, "
               "sys.argv[3])")
-    subprocess.run([sys.executable, "-c", script, str(wav), str(n_mels), str(out)], check=True,
+    subprocess.run([sys.executable, "-c", script, str(source), str(n_mels), str(out)], check=True,
                    env={**os.environ, "MKL_CBWR": "COMPATIBLE"})
     return load_file(str(out))["log_mel"]
 
@@ -359,8 +360,7 @@ def test_golden_features(reference, media, golden_extractor, tmp_path):
     # README's 1e-5 - met to 1e-6 in fact - on the CPU-independent arithmetic below.
     torch.testing.assert_close(log_mel, golden["log_mel"], rtol=0, atol=2e-5)
     if torch.backends.mkl.is_available():
-        pinned = log_mel_with_cpu_independent_mkl(media / "demo1_audio.wav", golden_extractor.encoder.dims.n_mels,
-                                                  tmp_path)
+        pinned = log_mel_with_cpu_independent_mkl(samples, golden_extractor.encoder.dims.n_mels, tmp_path)
         torch.testing.assert_close(pinned, golden["log_mel"], rtol=0, atol=1e-5)
 
     for windowing in ("reference", "overlap"):  # identical for audio up to 30 s
