@@ -52,7 +52,10 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.option("--compile", "compile_unet", is_flag=True, default=None, help="torch.compile the U-Net.")
 @click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-              help="Model precision (auto: bf16/fp16 on CUDA, float32 on CPU).")
+              help="Model precision (auto: bf16/fp16 on CUDA; bf16 on CPUs with AMX or AVX512-BF16, else float32; "
+                   "float32 is the exact path).")
+@click.option("--scheduler", type=click.Choice(["ddim", "dpm++"]),
+              help="Sampler: LatentSync's DDIM, or multistep DPM-Solver++ (as good in fewer steps)  [default: ddim].")
 @click.option("--frame-strip", is_flag=True, default=None,
               help="Also write <name>.strip.png: input face, mask, generated face, blended frame.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")

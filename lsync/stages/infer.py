@@ -13,7 +13,8 @@
    16-frame chunks on the reference's chunk grid (:func:`model_frame_count`):
    align the faces, lip-sync the chunk (:class:`lsync.stages.infer_denoise.ChunkSampler`), paste each face
    back with the feathered mask (:func:`lsync.face.align.restore_face`) and pipe the frame to the encoder,
-   which muxes the driving audio at its own sample rate and channel count. At most one chunk of frames (plus
+   which muxes the driving audio at its own sample rate and channel count. The per-frame steps of the next and
+   previous chunks run on helper threads while the U-Net works (:mod:`lsync.stages.infer_render`). At most one chunk of frames (plus
    one block when playing backwards) is in memory, so RAM does not grow with the length of the video.
 
 Frames whose source has no tracked face pass through unchanged; the edit fades in and out over
@@ -74,6 +75,7 @@ class InferConfig:
     unet: str | None = None  # our own U-Net: run dir, checkpoint dir, or a released-format .pt
     weights_dir: str | None = None
     steps: int = 20
+    scheduler: Literal["ddim", "dpm++"] = "ddim"
     guidance: float = 1.5
     chunk_frames: int = CHUNK_FRAMES
     seed: int = 1247
@@ -81,7 +83,7 @@ class InferConfig:
     cache_interval: int = 1  # reuse the deep U-Net features for this many steps (1: off)
     compile: bool = False
     device: str | None = None  # None: CUDA when present
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: bf16 on CUDA and on bf16-native CPUs
     threads: int | None = None  # torch CPU threads (None: torch's default)
     resolution: int | None = None  # aligned face size R (None: the preset's, 256 for 1.5, 512 for 1.6)
     mask: str | None = None  # PNG mask, white keep / black repaint (None: the procedural LatentSync shape)
@@ -108,6 +110,7 @@ class InferConfig:
     crf: int = 18
     encode_preset: str = "medium"
     reverse_block: int = 32  # frames decoded per block when the video plays backwards
+    pipeline: bool = True  # overlap decoding/alignment and paste-back/encoding with the denoising
     frame_strip: bool = False  # also write <name>.strip.png: input, mask, generated, blended for one frame
 
 
@@ -205,7 +208,7 @@ def load_models_for(config: InferConfig) -> InferenceModels:
     import torch
 
     from lsync.face.mask import load_mask_image
-    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models, pick_device
+    from lsync.stages.infer_denoise import ChunkSampler, choose_dtype, load_inference_models, pick_device
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -213,7 +216,8 @@ def load_models_for(config: InferConfig) -> InferenceModels:
         raise UsageError(f"chunk_frames must be 1..24, got {config.chunk_frames}",
                          "the motion modules' position table holds 24 frames; use 16")
     tic = time.perf_counter()
-    device, dtype = pick_device(config.device, config.dtype)
+    device, _ = pick_device(config.device)
+    dtype, dtype_reason = choose_dtype(device, config.dtype, cpu_bf16=True)
     bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet,
                                         windowing=config.audio_windowing)
     if config.resolution is not None:
@@ -224,8 +228,9 @@ def load_models_for(config: InferConfig) -> InferenceModels:
     mask = load_mask_image(Path(config.mask).expanduser(), bundle.resolution) if config.mask else None
     sampler = ChunkSampler(bundle, device, dtype, steps=config.steps, guidance=config.guidance, seed=config.seed,
                            cache_interval=config.cache_interval, compile=config.compile, num_frames=config.chunk_frames,
-                           mask=mask)
-    ids.update(device=str(device), dtype=str(dtype).removeprefix("torch."), resolution=bundle.resolution,
+                           mask=mask, scheduler=config.scheduler)
+    ids.update(device=str(device), dtype=str(dtype).removeprefix("torch."), dtype_reason=dtype_reason,
+               resolution=bundle.resolution,
                mask=str(Path(config.mask).expanduser().resolve()) if config.mask else "procedural")
     return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - tic)
 
@@ -344,6 +349,7 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
     from lsync.media.audio import load_audio
     from lsync.media.video import VideoWriter, get_codec
     from lsync.stages.infer_frames import FrameStream, crossfade_weights, source_indices
+    from lsync.stages.infer_render import ChunkRenderer, chunks_of, pipelined
 
     bundle, sampler = models.bundle, models.sampler
     geometry, face_source = _face_geometry(pair.video, config, bundle.resolution, video_digest, timer)
@@ -363,7 +369,7 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
 
     width, height = geometry.frame_size
     stream = FrameStream(pair.video, indices, fps=FPS, block=config.reverse_block)
-    renderer = _ChunkRenderer(geometry, features, sampler, weights, timer)
+    renderer = ChunkRenderer(geometry, features, sampler, weights, timer)
     if config.frame_strip:
         renderer.strip = FrameStrip(at=_strip_frame(weights[:num_output]), mask=sampler.mask)
     codec = get_codec(config.codec)
@@ -372,22 +378,18 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
         with VideoWriter(out_path, FPS, width, height, crf=config.crf, preset=config.encode_preset,
                          audio_path=pair.audio, shortest=False, codec=codec.name,
                          frame_digest=codec.lossless) as writer:
-            frames = iter(stream)
-            chunk: list[tuple[int, int, np.ndarray]] = []
-            while True:
-                with timer("decode"):
-                    item = next(frames, None)
-                if item is not None:
-                    chunk.append(item)
-                if chunk and (len(chunk) == config.chunk_frames or item is None):
-                    for (out, _, _), frame in zip(chunk, renderer(chunk)):
-                        if out < num_output:  # the reference grid's frames past the audio are not written
-                            with timer("encode"):
-                                writer.write(frame)
-                    bar.update(task, advance=sum(out < num_output for out, _, _ in chunk))
-                    chunk = []
-                if item is None:
-                    break
+
+            def write(chunk, generated) -> None:
+                rows = [row for row in renderer.finish(chunk, generated) if row[0] < num_output]
+                with timer("encode"):  # the reference grid's frames past the audio are not written
+                    for _, _, frame in rows:
+                        writer.write(frame)
+                bar.update(task, advance=len(rows))
+
+            # Decoding + alignment of the next chunk and paste-back + encoding of the previous one overlap the
+            # denoising of this one (config.pipeline).
+            pipelined(chunks_of(stream, config.chunk_frames, timer), renderer.prepare, renderer.denoise, write,
+                      overlap=config.pipeline)
             encode_tic = time.perf_counter()
         timer.seconds["encode"] += time.perf_counter() - encode_tic  # the encoder draining on close
     synced = int((weights[:num_output] > 0).sum())
@@ -542,63 +544,6 @@ class FrameStrip:
         with atomic_output(path) as tmp:  # the temp name keeps .png, which cv2 needs to pick the codec
             if not cv2.imwrite(str(tmp), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write {path}")
-
-
-class _ChunkRenderer:
-    """One chunk of (output index, source index, frame) in, the finished frames out (in order)."""
-
-    def __init__(self, geometry, features, sampler, weights: np.ndarray, timer: StageTimer):
-        self.geometry, self.features, self.sampler = geometry, features, sampler
-        self.weights, self.timer = weights, timer
-        self.resolution = geometry.resolution
-        self.touched: list[int] | None = None  # union (x0, y0, x1, y1) of the frame areas faces were pasted into
-        self.strip: FrameStrip | None = None
-
-    def region(self) -> list[int] | None:
-        """``[x0, y0, x1, y1)`` of frame pixels the paste-back may have changed (None: no frame was edited)."""
-        return self.touched
-
-    def _touch(self, frame: np.ndarray, affine: np.ndarray) -> None:
-        from lsync.stages.infer_faces import face_window, paste_margin
-
-        rows, cols = face_window(affine, self.resolution, frame.shape[:2], paste_margin(affine, self.resolution))
-        box = [cols.start, rows.start, cols.stop, rows.stop]
-        if self.touched is None:
-            self.touched = box
-        else:
-            self.touched = [min(self.touched[0], box[0]), min(self.touched[1], box[1]),
-                            max(self.touched[2], box[2]), max(self.touched[3], box[3])]
-
-    def __call__(self, chunk: list[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
-        from lsync.audio.whisper import feature_window
-        from lsync.stages.infer_faces import align_crop, paste_face
-
-        synced_rows = [row for row, (out, _, _) in enumerate(chunk) if self.weights[out] > 0]
-        if not synced_rows:
-            return [frame for _, _, frame in chunk]
-        with self.timer("align"):
-            faces = {row: align_crop(chunk[row][2], self.geometry.affines[chunk[row][1]], self.resolution)
-                     for row in synced_rows}
-            # Rows without a face borrow the nearest face (their outputs are dropped), so the U-Net sees every
-            # frame of the chunk. The last chunk may be shorter than 16 frames: it is denoised as it is, like the
-            # reference does, not padded.
-            synced = np.array(synced_rows)
-            stack = np.stack([faces[int(synced[np.abs(synced - row).argmin()])] for row in range(len(chunk))])
-        with self.timer("audio_features"):
-            audio = feature_window(self.features, chunk[0][0], len(chunk))
-        with self.timer("denoise"):
-            # Not clamped: the paste-back clamps after un-warping, as the reference does (clamping first would
-            # change the bicubic resize's overshoot along the mask edge).
-            generated = self.sampler(stack, audio, clamp=False)
-        with self.timer("restore"):
-            for row in synced_rows:
-                out, src, frame = chunk[row]
-                paste_face(frame, generated[row], self.geometry.affines[src], float(self.weights[out]))
-                self._touch(frame, self.geometry.affines[src])
-                if self.strip is not None and self.strip.wants(out):
-                    blended = align_crop(frame, self.geometry.affines[src], self.resolution)
-                    self.strip.capture(faces[row], generated[row].clamp(-1, 1).numpy(), blended)
-        return [frame for _, _, frame in chunk]
 
 
 # ================================================================================================ batches

@@ -184,3 +184,43 @@ def test_ffv1_frame_digest_is_the_digest_of_the_decoded_frames(tmp_path):
     decoded = VideoReader(tmp_path / "x.mkv", fps=None).read_all()
     np.testing.assert_array_equal(decoded, frames)
     assert writer.frames_sha256 == "sha256:" + hashlib.sha256(frames.tobytes()).hexdigest()
+
+
+def test_dpm_solver_restarts_its_history_for_every_chunk():
+    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models
+
+    bundle, _ = load_inference_models("tiny")
+    sampler = ChunkSampler(bundle, torch.device("cpu"), torch.float32, steps=3, scheduler="dpm++")
+    assert type(sampler.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert bundle.scheduler is not sampler.scheduler  # the bundle's DDIM stays as it was
+    faces = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    audio = torch.randn(4, 50, bundle.unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(0))
+    first, second = sampler(faces, audio), sampler(faces, audio)
+    torch.testing.assert_close(first, second, atol=0, rtol=0)  # a second chunk starts from a clean solver
+    ddim = ChunkSampler(bundle, torch.device("cpu"), torch.float32, steps=3)(faces, audio)
+    assert not torch.equal(first, ddim)
+
+
+def test_auto_dtype_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    import lsync.stages.infer_denoise as denoise
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(denoise, "cpu_native_bf16", lambda: "AMX-BF16")
+    assert denoise.choose_dtype(cpu, "auto", cpu_bf16=True) == (torch.bfloat16,
+                                                                "auto: the CPU computes bfloat16 natively (AMX-BF16)")
+    assert denoise.choose_dtype(cpu, "auto")[0] == torch.float32  # other stages keep float32
+    assert denoise.choose_dtype(cpu, "float32", cpu_bf16=True) == (torch.float32, "asked for")
+    monkeypatch.setattr(denoise, "cpu_native_bf16", lambda: None)
+    dtype, reason = denoise.choose_dtype(cpu, "auto", cpu_bf16=True)
+    assert dtype == torch.float32 and "no native bfloat16" in reason
+
+
+def test_the_chosen_dtype_and_its_reason_are_recorded(monkeypatch):
+    import lsync.stages.infer_denoise as denoise
+    from lsync.stages.infer import InferConfig, load_models_for
+
+    monkeypatch.setattr(denoise, "cpu_native_bf16", lambda: "AVX512-BF16")
+    models = load_models_for(InferConfig(preset="tiny", device="cpu"))
+    assert models.ids["dtype"] == "bfloat16" and "AVX512-BF16" in models.ids["dtype_reason"]
+    assert next(models.bundle.unet.parameters()).dtype == torch.bfloat16
+    assert models.bundle.audio.encoder.conv1.weight.dtype == torch.float32  # Whisper stays float32
