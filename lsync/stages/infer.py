@@ -63,8 +63,8 @@ SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 CHUNK_FRAMES = 16  # frames the U-Net denoises together (the released models were trained on 16)
 
-__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "pairs_from_data", "read_pairs", "run",
-           "run_pairs"]
+__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "models_from_bundle", "pairs_from_data",
+           "read_pairs", "run", "run_pairs"]
 
 
 @dataclass
@@ -205,21 +205,30 @@ def _check_out_dir(out_dir: Path, names: list[str], overwrite: bool) -> None:
 
 def load_models_for(config: InferConfig) -> InferenceModels:
     """Load the models of ``config`` once (device, dtype, threads, resolution and mask applied)."""
+    from lsync.stages.infer_denoise import load_inference_models
+
+    tic = time.perf_counter()
+    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet,
+                                        windowing=config.audio_windowing)
+    return models_from_bundle(bundle, ids, config, started=tic)
+
+
+def models_from_bundle(bundle, ids: dict[str, Any], config: InferConfig, started: float | None = None) -> InferenceModels:
+    """Ready a :class:`~lsync.models.presets.ModelBundle` for ``config``: device, dtype, threads, resolution, mask
+    and the sampler (for bundles built in code, e.g. random released-size models in ``benchmarks/gpu.sh``)."""
     import torch
 
     from lsync.face.mask import load_mask_image
-    from lsync.stages.infer_denoise import ChunkSampler, choose_dtype, load_inference_models, pick_device
+    from lsync.stages.infer_denoise import ChunkSampler, choose_dtype, pick_device
 
+    started = time.perf_counter() if started is None else started
     if config.threads:
         torch.set_num_threads(config.threads)
     if not 1 <= config.chunk_frames <= 24:
         raise UsageError(f"chunk_frames must be 1..24, got {config.chunk_frames}",
                          "the motion modules' position table holds 24 frames; use 16")
-    tic = time.perf_counter()
     device, _ = pick_device(config.device)
     dtype, dtype_reason = choose_dtype(device, config.dtype, cpu_bf16=True)
-    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet,
-                                        windowing=config.audio_windowing)
     if config.resolution is not None:
         if config.resolution <= 0 or config.resolution % 64:
             raise UsageError(f"resolution must be a positive multiple of 64, got {config.resolution}",
@@ -229,10 +238,10 @@ def load_models_for(config: InferConfig) -> InferenceModels:
     sampler = ChunkSampler(bundle, device, dtype, steps=config.steps, guidance=config.guidance, seed=config.seed,
                            cache_interval=config.cache_interval, compile=config.compile, num_frames=config.chunk_frames,
                            mask=mask, scheduler=config.scheduler)
-    ids.update(device=str(device), dtype=str(dtype).removeprefix("torch."), dtype_reason=dtype_reason,
-               resolution=bundle.resolution,
-               mask=str(Path(config.mask).expanduser().resolve()) if config.mask else "procedural")
-    return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - tic)
+    ids = {**ids, "device": str(device), "dtype": str(dtype).removeprefix("torch."), "dtype_reason": dtype_reason,
+           "resolution": bundle.resolution,
+           "mask": str(Path(config.mask).expanduser().resolve()) if config.mask else "procedural"}
+    return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - started)
 
 
 @contextlib.contextmanager
