@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -207,3 +208,88 @@ def test_preprocess_cli_prints_summary(tmp_path, synth_raw):
     result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "d"), "--contact-sheet", str(sheet)])
     assert result.exit_code == 0, result.output
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------------------- dying workers
+def preprocess_command(raw: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lsync.cli", "-q", "preprocess", str(raw), str(out), "--min-seconds", "2",
+            "--max-seconds", "3", "--resolution", "128", "--min-face", "30", *extra]
+
+
+def wait_for_frame_decoder(parent: psutil.Process, timeout: float = 120) -> psutil.Process:
+    """An ffmpeg decoding a source's frames for one of ``parent``'s worker processes (mid-source, that is)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for child in parent.children(recursive=True):
+            try:
+                if "rawvideo" in child.cmdline() and child.ppid() != parent.pid:
+                    return child
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+    raise AssertionError("no worker started decoding a source")
+
+
+def decoded_source(decoder: psutil.Process, raw: Path) -> str:
+    """The key of the source the ffmpeg ``decoder`` reads (its ``-i file:...`` argument)."""
+    command = decoder.cmdline()
+    path = Path(command[command.index("-i") + 1].removeprefix("file:"))
+    return path.relative_to(raw.resolve()).as_posix()
+
+
+def assert_all_gone(processes: list[psutil.Process], timeout: float = 15) -> None:
+    deadline = time.time() + timeout
+    alive = processes
+    while time.time() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"left behind: {[(p.pid, p.name()) for p in alive]}")
+
+
+def test_a_worker_killed_mid_source_costs_only_that_source(tmp_path, synth_raw, synth_data):
+    """SIGKILL a worker while it decodes a source (what the OOM killer does): that source becomes a
+    ``worker_crashed`` reject, the others are processed, its ffmpeg dies with it, and a rerun retries it."""
+    out = tmp_path / "data"
+    process = subprocess.Popen(preprocess_command(synth_raw, out, "--workers", "2"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    parent = psutil.Process(process.pid)
+    decoder = wait_for_frame_decoder(parent)
+    killed, worker = decoded_source(decoder, synth_raw), decoder.parent()
+    group = [p for p in parent.children(recursive=True) if p.pid != worker.pid]
+    worker.kill()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "worker_crashed" in stderr or "SIGKILL" in stderr  # the warning names what happened
+
+    (crashed,) = [r for r in read_records(out / "rejects.jsonl") if r["reason"] == "worker_crashed"]
+    assert crashed["source"] == killed and "SIGKILL" in crashed["detail"] and str(worker.pid) in crashed["detail"]
+    status = {s["source"]: s["status"] for s in read_records(out / "sources.jsonl")}
+    assert status == {key: "rejected" if key == killed else "accepted" for key in status} and len(status) == 3
+    uninterrupted = read_records(synth_data[0] / "clips.jsonl")
+    clips = read_records(out / "clips.jsonl")
+    assert [c["id"] for c in clips] == [c["id"] for c in uninterrupted if c["source"] != killed]
+    referenced = {out / c[k] for c in clips for k in ("video", "audio", "meta")}
+    assert set((out / "clips").iterdir()) == referenced  # no temp files or clips of the dead worker
+    assert_all_gone([decoder, *group])
+
+    rerun = subprocess.run(preprocess_command(synth_raw, out, "--workers", "2"), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [c["id"] for c in read_records(out / "clips.jsonl")] == [c["id"] for c in uninterrupted]
+    assert not [r for r in read_records(out / "rejects.jsonl") if r["reason"] == "worker_crashed"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_stopping_the_parent_leaves_no_process_behind(tmp_path, synth_raw, signum):
+    """Ctrl-C, ``kill`` or ``kill -9`` of ``lsync preprocess --workers 2`` mid-source: every worker and every
+    ffmpeg they started are gone soon after."""
+    process = subprocess.Popen(preprocess_command(synth_raw, tmp_path / "data", "--workers", "2"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(process.pid)
+    wait_for_frame_decoder(parent)
+    descendants = parent.children(recursive=True)
+    assert len(descendants) >= 3  # two workers, at least one ffmpeg
+    os.kill(process.pid, signum)
+    assert process.wait(timeout=60) != 0
+    assert_all_gone(descendants)
