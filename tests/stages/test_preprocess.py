@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -119,10 +120,26 @@ def test_bad_inputs_become_rejects(tmp_path, synth_raw):
                 "-i", "sine=frequency=440:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
                 "-shortest", raw / "no face.mp4"], what="make a video without a face")
     run_ffmpeg(["-i", synth_raw / "synth_001.mp4", "-t", "1", raw / "short.mp4"], what="make a 1 s video")
+    # a face with digital silence, and one with a 300 Hz tone at -66 dBFS RMS (amplitude 7.1e-4): both silent
+    for name, sound in (("mute.mkv", "0"), ("whisper quiet.mkv", "0.00071*sin(2*PI*300*t)")):
+        run_ffmpeg(["-i", synth_raw / "synth_000.mp4", "-f", "lavfi", "-i", f"aevalsrc={sound}:s=16000:d=4.2",
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "pcm_s16le", raw / name],
+                   what="make a video with silent audio")
+    (raw / "gone.mp4").symlink_to(tmp_path / "deleted take.mp4")  # a dangling symlink
+    (raw / "folder.mov").mkdir()  # a folder named like a video
     out = tmp_path / "data"
-    checksums = {p.name: p.read_bytes() for p in raw.iterdir()}
-    summary = run(raw, out, fast_config())
-    reasons = {r["source"]: r["reason"] for r in read_records(out / "rejects.jsonl")}
+    checksums = {p.name: p.read_bytes() for p in raw.iterdir() if p.is_file()}
+    warnings = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("lsync.stages.preprocess").addHandler(handler)
+    try:
+        summary = run(raw, out, fast_config())
+        rerun = run(raw, out, fast_config())
+    finally:
+        logging.getLogger("lsync.stages.preprocess").removeHandler(handler)
+    rejects = read_records(out / "rejects.jsonl")
+    reasons = {r["source"]: r["reason"] for r in rejects}
     assert reasons == {
         "zero.mp4": "unreadable",
         "text.mp4": "unreadable",
@@ -131,9 +148,35 @@ def test_bad_inputs_become_rejects(tmp_path, synth_raw):
         "silent.mp4": "no_audio",
         "no face.mp4": "no_face",
         "short.mp4": "too_short",
+        "mute.mkv": "silent_audio",
+        "whisper quiet.mkv": "silent_audio",
+        "gone.mp4": "dangling_symlink",
+        "folder.mov": "not_a_file",
     }
-    assert summary["clips"] == 0
-    assert {p.name: p.read_bytes() for p in raw.iterdir()} == checksums  # inputs untouched
+    assert len(rejects) == len(reasons)  # one line each, also after the rerun
+    details = {r["source"]: r["detail"] for r in rejects}
+    assert "digital silence" in details["mute.mkv"] and "-66.0 dBFS" in details["whisper quiet.mkv"]
+    assert "deleted take.mp4" in details["gone.mp4"]
+    # each entry that is no file is reported once, as a warning naming it
+    assert sorted(w.split(":")[0] for w in warnings if "gone.mp4" in w or "folder.mov" in w) == \
+        ["folder.mov", "gone.mp4"]
+    assert summary["clips"] == rerun["clips"] == 0
+    assert {p.name: p.read_bytes() for p in raw.iterdir() if p.is_file()} == checksums  # inputs untouched
+    assert (raw / "gone.mp4").is_symlink() and (raw / "folder.mov").is_dir()
+
+
+def test_loudness_of_known_signals(tmp_path):
+    from lsync.media.audio import write_wav
+    from lsync.stages.preprocess import wav_loudness_dbfs
+
+    t = np.arange(16000) / 16000
+    write_wav(tmp_path / "sine.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 16000)  # RMS 0.5 / sqrt(2)
+    assert wav_loudness_dbfs(tmp_path / "sine.wav") == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.01)
+    write_wav(tmp_path / "square.wav", np.full(16000, -1.0), 16000)  # full scale: 0 dBFS
+    assert wav_loudness_dbfs(tmp_path / "square.wav") == pytest.approx(0.0, abs=1e-9)
+    write_wav(tmp_path / "zero.wav", np.zeros(16000), 16000)
+    assert wav_loudness_dbfs(tmp_path / "zero.wav") == -np.inf
+    assert wav_loudness_dbfs(tmp_path / "zero.wav", chunk_frames=999) == -np.inf
 
 
 def test_list_file_input_and_missing_input(tmp_path, synth_raw):
