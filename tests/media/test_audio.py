@@ -95,3 +95,23 @@ def test_extract_audio_segment(stereo_44k, tmp_path):
 def test_frame_rms():
     samples = np.concatenate([np.zeros(640), np.full(640, 0.5), np.ones(100)])
     np.testing.assert_allclose(frame_rms(samples, 640), [0.0, 0.5])
+
+
+def test_a_decoder_killed_by_a_foreign_signal_is_an_error_not_a_short_result(stereo_44k, monkeypatch):
+    """ffmpeg writes half a second of samples, then dies by SIGKILL (the OOM killer): load_audio must not return
+    the half second as if it were the whole file."""
+    import sys
+
+    import lsync.media.audio as audio_module
+    from lsync.errors import StageFailure
+
+    script = ("import os, signal, sys; sys.stdout.buffer.write(bytes(16000)); sys.stdout.flush(); "
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    monkeypatch.setattr(audio_module, "ffmpeg_command", lambda *args: [sys.executable, "-c", script])
+    with pytest.raises(StageFailure, match="killed by SIGKILL while decoding"):
+        load_audio(stereo_44k)
+    with pytest.raises(StageFailure, match="killed by SIGKILL"):
+        load_audio(stereo_44k, duration_s=1.0)  # wants 32000 bytes, gets 16000
+    # a segment read to its end, then stopped by us, stays a normal result
+    monkeypatch.undo()
+    assert len(load_audio(stereo_44k, duration_s=0.5)) == 8000
