@@ -106,6 +106,13 @@ def golden_media(reference, media):
 
 
 @pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own ``~/.cache`` (face-track cache, checksums): nothing leaks between tests or into
+    the user's home, and a test that wants a cache hit makes it itself."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+@pytest.fixture(autouse=True)
 def default_verbosity():
     """In-process commands (`-q`, `-v`) set the process-wide verbosity; every test starts from the default."""
     from lsync.console import configure

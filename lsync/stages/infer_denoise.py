@@ -99,8 +99,13 @@ def _load_unet(source: Path, preset_config: dict[str, Any]):
     return load_state_dict_strict(unet, checkpoint.state_dict, str(source), assign=True)
 
 
-def load_inference_models(preset: str, weights_dir: str | Path | None = None, unet: str | Path | None = None):
+def load_inference_models(preset: str, weights_dir: str | Path | None = None, unet: str | Path | None = None,
+                          windowing: str = "overlap"):
     """A :class:`~lsync.models.presets.ModelBundle` for ``preset``, its U-Net optionally replaced by ``unet``.
+
+    A weights folder may hold ``unet_config.json`` beside ``latentsync_unet.pt`` (and beside a ``--unet`` file):
+    it sets the U-Net architecture. Whisper's size comes from its checkpoint's ``dims``, the VAE's from its
+    folder's ``config.json``. ``windowing`` is the Whisper long-audio windowing (``overlap`` or ``reference``).
 
     Returns ``(bundle, model_ids)`` where ``model_ids`` names every model (file paths and digests where files
     were read) for the output manifest.
@@ -108,7 +113,7 @@ def load_inference_models(preset: str, weights_dir: str | Path | None = None, un
     from lsync.audio.whisper import WhisperFeatureExtractor, load_whisper_encoder
     from lsync.diffusion import make_scheduler
     from lsync.manifest import quick_file_digest
-    from lsync.models.presets import ModelBundle, load_models, model_config
+    from lsync.models.presets import ModelBundle, load_models, model_config, unet_config_beside
     from lsync.models.vae import load_vae
     from lsync.weights import PRESET_RESOLUTION, find_file, preset_files
 
@@ -116,15 +121,17 @@ def load_inference_models(preset: str, weights_dir: str | Path | None = None, un
         raise UsageError(f"unknown model preset '{preset}'", f"choose one of: {', '.join(PRESET_RESOLUTION)}")
     ids: dict[str, Any] = {"preset": preset}
     if unet is None:
-        bundle = load_models(preset, weights_dir)
+        bundle = load_models(preset, weights_dir, windowing=windowing)
         ids["files"] = {role: {"path": str(path), "digest": quick_file_digest(path)}
                         for role, path in sorted(bundle.files.items())}
         return bundle, ids
 
     source = resolve_unet_source(unet)
     preset_unet_config = model_config("unet_tiny" if preset == "tiny" else "unet_stage2")
+    if source.is_file():
+        preset_unet_config = unet_config_beside(source) or preset_unet_config
     if preset == "tiny":
-        bundle = load_models("tiny")
+        bundle = load_models("tiny", windowing=windowing)
     else:
         # Only the VAE and Whisper come from the preset: the released U-Net need not be on disk.
         files = {}
@@ -137,7 +144,7 @@ def load_inference_models(preset: str, weights_dir: str | Path | None = None, un
                 files[file.role] = found
         bundle = ModelBundle(preset=preset, resolution=PRESET_RESOLUTION[preset], unet=None,
                              vae=load_vae(files["vae/config.json"].parent),
-                             audio=WhisperFeatureExtractor(load_whisper_encoder(files["whisper"])),
+                             audio=WhisperFeatureExtractor(load_whisper_encoder(files["whisper"]), windowing=windowing),
                              scheduler=make_scheduler(), files=files)
     bundle.unet = _load_unet(source, preset_unet_config).eval()
     weights = source / "model.safetensors" if source.is_dir() else source
@@ -218,10 +225,13 @@ class ChunkSampler:
         steps: DDIM steps; guidance: classifier-free guidance scale (<= 1 skips the unconditional branch).
         seed: the shared initial noise; cache_interval: :class:`DeepFeatureCache`; compile: ``torch.compile``
             the U-Net (not together with ``cache_interval > 1``, which swaps block methods at run time).
+        mask: (R, R) float mask, 1 keeps the pixel, 0 repaints it (e.g. :func:`lsync.face.mask.load_mask_image`);
+            None draws the LatentSync shape (:func:`lsync.face.mask.mouth_mask`).
     """
 
     def __init__(self, bundle, device: torch.device, dtype: torch.dtype, steps: int = 20, guidance: float = 1.5,
-                 seed: int = 1247, cache_interval: int = 1, compile: bool = False, num_frames: int = 16):
+                 seed: int = 1247, cache_interval: int = 1, compile: bool = False, num_frames: int = 16,
+                 mask: np.ndarray | None = None):
         from lsync.face.mask import latent_mask, mouth_mask
 
         if steps < 1:
@@ -244,7 +254,11 @@ class ChunkSampler:
         self.scheduler.set_timesteps(steps, device=device)
         self.timesteps = self.scheduler.timesteps
 
-        mask = mouth_mask(self.resolution)  # (R, R) 1 = keep
+        mask = mouth_mask(self.resolution) if mask is None else np.asarray(mask, np.float32)  # (R, R) 1 = keep
+        if mask.shape != (self.resolution, self.resolution):
+            raise UsageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the model works at "
+                             f"{self.resolution}x{self.resolution}", "load it with load_mask_image(path, resolution)")
+        self.mask = mask
         self.pixel_mask = torch.tensor(np.asarray(mask), device=device, dtype=torch.float32)[None, None, None]
         latent_size = self.resolution // 8
         self.latent_mask = latent_mask(mask, latent_size).to(device=device, dtype=dtype).reshape(
@@ -256,16 +270,29 @@ class ChunkSampler:
         self.initial_noise = self.initial_noise.to(device) * self.scheduler.init_noise_sigma
 
     @torch.inference_mode()
-    def __call__(self, faces: np.ndarray, audio: torch.Tensor) -> torch.Tensor:
-        """faces: (F, R, R, 3) uint8 aligned faces; audio: (F, S, D) audio tokens.
+    def __call__(self, faces: np.ndarray, audio: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """faces: (F, R, R, 3) uint8 aligned faces; audio: (F, S, D) audio tokens; any F (16 per full chunk).
 
-        Returns (F, 3, R, R) float32 in [-1, 1] on the CPU: generated mouth region, original pixels elsewhere.
+        Returns (F, 3, R, R) float32 on the CPU: the generated mouth region, the original pixels elsewhere, in
+        [-1, 1] (``clamp=False`` keeps the decoder's overshoot, which the paste-back clamps after un-warping).
         """
-        from lsync.models.vae import decode, encode
+        pixels = self.pixels(faces)
+        composited = self.composite(self.denoise(pixels, audio), pixels)
+        composited = composited.clamp(-1, 1) if clamp else composited
+        return composited[0].permute(1, 0, 2, 3).cpu()
 
-        num_frames = len(faces)
+    def pixels(self, faces: np.ndarray) -> torch.Tensor:
+        """(F, R, R, 3) uint8 -> (1, 3, F, R, R) float32 ``(x / 255 - 0.5) / 0.5`` on the device."""
         pixels = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device).permute(3, 0, 1, 2)[None]
-        pixels = (pixels.float() / 255 - 0.5) / 0.5  # (1, 3, F, R, R)
+        return (pixels.float() / 255 - 0.5) / 0.5
+
+    @torch.inference_mode()
+    def denoise(self, pixels: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The DDIM loop: pixels (1, 3, F, R, R) in [-1, 1], audio (F, S, D) -> latents (1, 4, F, R/8, R/8) float32,
+        before the VAE decode."""
+        from lsync.models.vae import encode
+
+        num_frames = pixels.shape[2]
         masked = pixels * self.pixel_mask
         masked_latents = encode(self.bundle.vae, masked.to(self.dtype))
         reference_latents = encode(self.bundle.vae, pixels.to(self.dtype))
@@ -290,7 +317,13 @@ class ChunkSampler:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + self.guidance * (cond - uncond)
             latents = self.scheduler.step(noise, t, latents, eta=0.0).prev_sample
+        return latents
 
-        decoded = decode(self.bundle.vae, latents).float()  # (1, 3, F, R, R)
-        composited = decoded * (1 - self.pixel_mask) + pixels * self.pixel_mask
-        return composited[0].permute(1, 0, 2, 3).clamp(-1, 1).cpu()
+    @torch.inference_mode()
+    def composite(self, latents: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Decode latents (1, 4, F, h, w) and keep the generated pixels only where the mask repaints:
+        ``decoded (1 - m) + pixels m`` -> (1, 3, F, R, R) float32, not clamped."""
+        from lsync.models.vae import decode
+
+        decoded = decode(self.bundle.vae, latents).float()
+        return decoded * (1 - self.pixel_mask) + pixels * self.pixel_mask

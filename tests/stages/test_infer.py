@@ -35,8 +35,10 @@ def _ffmpeg(*args) -> None:
 
 
 # ================================================================================================ frame plans
-def test_pingpong_bounces_without_repeating_the_turning_frames():
-    assert source_indices(10, 4, "pingpong").tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+def test_pingpong_shows_the_turning_frames_twice_like_latentsync_and_bounce_does_not():
+    # LatentSync concatenates the frames, their reversed copy, the frames again, ...
+    assert source_indices(10, 4, "pingpong").tolist() == [0, 1, 2, 3, 3, 2, 1, 0, 0, 1]
+    assert source_indices(10, 4, "bounce").tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
     assert source_indices(5, 4, "loop").tolist() == [0, 1, 2, 3, 0]
     assert source_indices(6, 4, "hold").tolist() == [0, 1, 2, 3, 3, 3]
     assert source_indices(3, 8, "pingpong").tolist() == [0, 1, 2]  # a longer video is cut
@@ -72,7 +74,7 @@ def numbered_video(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("mode", ["pingpong", "loop", "hold"])
+@pytest.mark.parametrize("mode", ["pingpong", "bounce", "loop", "hold"])
 def test_frame_stream_plays_the_plan_in_order_with_small_backward_blocks(numbered_video, mode):
     plan = source_indices(47, 20, mode)
     stream = FrameStream(numbered_video, plan, block=6)
