@@ -265,9 +265,11 @@ def wait_for_frame_decoder(parent: psutil.Process, timeout: float = 120) -> psut
     while time.time() < deadline:
         for child in parent.children(recursive=True):
             try:
-                if "rawvideo" in child.cmdline() and child.ppid() != parent.pid:
+                command = child.cmdline()
+                reads_a_file = "-i" in command and command[command.index("-i") + 1].startswith("file:")
+                if "rawvideo" in command and reads_a_file and child.ppid() != parent.pid:  # not an encoder
                     return child
-            except psutil.Error:
+            except (psutil.Error, IndexError):
                 continue
         time.sleep(0.05)
     raise AssertionError("no worker started decoding a source")
