@@ -60,7 +60,8 @@ def decode_frames(path, indices) -> dict[int, np.ndarray]:
 def golden_video_frames(golden_cases, golden_media) -> dict[int, np.ndarray]:
     """The full frames the align golden's crops were cut from (sources.json names the video), by frame index."""
     _, cases = golden_cases
-    return decode_frames(golden_media("align/align_cases.json", "video"), {c["frame_index"] for c in cases["per_frame"]})
+    indices = {case["frame_index"] for case in cases["per_frame"]}
+    return decode_frames(golden_media("align/align_cases.json", "video"), indices)
 
 
 @pytest.fixture(scope="module")

@@ -177,7 +177,8 @@ def test_metrics_carry_the_four_raw_and_four_weighted_terms(four_loss_run, syncn
     from lsync.media.video import VideoReader
 
     frames, mel, score = VALIDATION_SCORES[four_loss_run][-1]
-    assert records[-1]["val/sync_windows"] == 1 and records[-1]["val/sync_cosine"] == pytest.approx(score["sync_cosine"])
+    assert records[-1]["val/sync_windows"] == 1
+    assert records[-1]["val/sync_cosine"] == pytest.approx(score["sync_cosine"])
     syncnet = load_model_weights(StableSyncNet(load_model_config(syncnet_checkpoint)), syncnet_checkpoint).eval()
     pixels = torch.from_numpy(frames[:16]).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, 16, R, R)
     with torch.no_grad():
