@@ -259,16 +259,17 @@ def preprocess_command(raw: Path, out: Path, *extra: str) -> list[str]:
             "--max-seconds", "3", "--resolution", "128", "--min-face", "30", *extra]
 
 
-def wait_for_frame_decoder(parent: psutil.Process, timeout: float = 120) -> psutil.Process:
-    """An ffmpeg decoding a source's frames for one of ``parent``'s worker processes (mid-source, that is)."""
+def wait_for_frame_decoder(parent: psutil.Process, timeout: float = 120, in_worker: bool = True) -> psutil.Process:
+    """An ffmpeg decoding a source's frames (mid-source, that is) for one of ``parent``'s worker processes, or
+    for ``parent`` itself when not ``in_worker``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for child in parent.children(recursive=True):
             try:
                 command = child.cmdline()
                 reads_a_file = "-i" in command and command[command.index("-i") + 1].startswith("file:")
-                if "rawvideo" in command and reads_a_file and child.ppid() != parent.pid:  # not an encoder
-                    return child
+                if "rawvideo" in command and reads_a_file and (child.ppid() != parent.pid) == in_worker:
+                    return child  # (an encoder reads rawvideo from a pipe)
             except (psutil.Error, IndexError):
                 continue
         time.sleep(0.05)
@@ -325,16 +326,27 @@ def test_a_worker_killed_mid_source_costs_only_that_source(tmp_path, synth_raw, 
     assert not [r for r in read_records(out / "rejects.jsonl") if r["reason"] == "worker_crashed"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_stopping_the_parent_leaves_no_process_behind(tmp_path, synth_raw, signum):
-    """Ctrl-C, ``kill`` or ``kill -9`` of ``lsync preprocess --workers 2`` mid-source: every worker and every
-    ffmpeg they started are gone soon after."""
-    process = subprocess.Popen(preprocess_command(synth_raw, tmp_path / "data", "--workers", "2"),
+@pytest.fixture(scope="module")
+def long_raw(synth_raw, tmp_path_factory) -> Path:
+    """Two 34 s sources (a synthetic clip looped 8 times, stream copy): a worker is far from done when stopped."""
+    raw = tmp_path_factory.mktemp("long raw")
+    for name in ("synth_000.mp4", "synth_001.mp4"):
+        run_ffmpeg(["-stream_loop", "7", "-i", synth_raw / name, "-c", "copy", raw / f"long {name}"],
+                   what="loop a synthetic clip")
+    return raw
+
+
+@pytest.mark.parametrize("workers, signum", [(2, signal.SIGINT), (2, signal.SIGTERM), (2, signal.SIGKILL),
+                                             (1, signal.SIGINT), (1, signal.SIGTERM)])
+def test_stopping_the_parent_leaves_no_process_behind(tmp_path, long_raw, workers, signum):
+    """Ctrl-C, ``kill`` or ``kill -9`` of ``lsync preprocess`` mid-source: every worker and every ffmpeg are gone
+    at once, not when they would have finished their source."""
+    process = subprocess.Popen(preprocess_command(long_raw, tmp_path / "data", "--workers", str(workers)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent = psutil.Process(process.pid)
-    wait_for_frame_decoder(parent)
+    wait_for_frame_decoder(parent, in_worker=workers > 1)
     descendants = parent.children(recursive=True)
-    assert len(descendants) >= 3  # two workers, at least one ffmpeg
+    assert len(descendants) >= (3 if workers > 1 else 1)  # the workers and at least one ffmpeg
     os.kill(process.pid, signum)
     assert process.wait(timeout=60) != 0
-    assert_all_gone(descendants)
+    assert_all_gone(descendants, timeout=10)
