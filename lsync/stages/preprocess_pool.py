@@ -66,7 +66,7 @@ class WorkerCrash:
 
 
 class WorkerError(Exception):
-    """A task raised in a worker; ``remote_traceback`` is the worker's traceback text."""
+    """A task raised an exception in a worker that cannot be sent back as it is (it does not pickle)."""
 
 
 class _Worker:
@@ -129,10 +129,6 @@ class WorkerPool:
     def counted(self) -> int:
         return sum(counter.value for counter in self._counters)
 
-    @property
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self._live]
-
     def __enter__(self) -> WorkerPool:
         return self
 
@@ -154,7 +150,8 @@ class WorkerPool:
     def run(self, tasks: Iterable[Any], poll_s: float = 0.5,
             on_wait: Callable[[], None] | None = None) -> Iterator[tuple[Any, Any]]:
         """Yield ``(task, result)`` in completion order; ``result`` is a :class:`WorkerCrash` for a task whose
-        worker died. A task that raised re-raises here as :class:`WorkerError` (the remote traceback attached).
+        worker died. A task that raised re-raises its exception here (or a :class:`WorkerError` naming it), after
+        every worker is stopped; the worker's traceback is logged at debug level.
         ``on_wait`` is called every ``poll_s`` seconds while nothing finishes (progress updates)."""
         queue = collections.deque(tasks)
         while queue or any(w.busy for w in self._live):
