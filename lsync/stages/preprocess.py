@@ -524,17 +524,19 @@ def _process_all(todo: list[Source], out_dir: Path, config: PreprocessConfig, di
             def show_frames(count: int) -> None:
                 bar.update(frames_task, completed=count)
 
-            for result in _results(todo, out_dir, config, digests, show_frames):
-                # Files first (already renamed into place), then clip and reject records, then the source line:
-                # a crash between these leaves the source unfinished, and the rerun redoes it cleanly.
-                if result.source.get("reason") in LISTING_REJECTS:
-                    log.warning("%s: %s", result.source["source"], result.rejects[0]["detail"])
-                if result.clips:
-                    writers[CLIPS_FILE].append(*result.clips)
-                if result.rejects:
-                    writers[REJECTS_FILE].append(*result.rejects)
-                writers[SOURCES_FILE].append(result.source)
-                bar.update(sources_task, advance=1)
+            # closing() stops the workers at once whatever interrupts the loop (Ctrl-C, kill), not at exit
+            with contextlib.closing(_results(todo, out_dir, config, digests, show_frames)) as results:
+                for result in results:
+                    # Files first (already renamed into place), then clip and reject records, then the source
+                    # line: a crash between these leaves the source unfinished, and the rerun redoes it cleanly.
+                    if result.source.get("reason") in LISTING_REJECTS:
+                        log.warning("%s: %s", result.source["source"], result.rejects[0]["detail"])
+                    if result.clips:
+                        writers[CLIPS_FILE].append(*result.clips)
+                    if result.rejects:
+                        writers[REJECTS_FILE].append(*result.rejects)
+                    writers[SOURCES_FILE].append(result.source)
+                    bar.update(sources_task, advance=1)
     finally:
         for writer in writers.values():
             writer.close()

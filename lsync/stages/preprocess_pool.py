@@ -223,6 +223,7 @@ class WorkerPool:
 def _worker_main(conn, target, counter, max_tasks: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills the workers)
     _lead_own_process_group()
+    signal.signal(signal.SIGTERM, _terminate_with_children)
     _exit_with_parent(os.getppid())
     for _ in range(max_tasks):
         try:
@@ -251,11 +252,26 @@ def _exit_with_parent(parent_pid: int) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(PARENT_CHECK_S)
-        if hasattr(os, "killpg") and os.getpgid(0) == os.getpid():
-            os.killpg(0, signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
+        _kill_own_group()
 
     threading.Thread(target=watch, daemon=True, name="lsync-parent-watch").start()
+
+
+def _terminate_with_children(signum, frame) -> None:
+    """SIGTERM (``terminate()``, multiprocessing's clean-up at exit, or a user's ``kill``) ends the worker's ffmpeg
+    children too, then the worker itself, by SIGTERM as asked."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(os, "killpg") and os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _kill_own_group() -> None:
+    """SIGKILL this worker and its ffmpeg children (its group, when it leads one; never the parent's group)."""
+    if hasattr(os, "killpg") and os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _picklable(exc: BaseException) -> BaseException | str:

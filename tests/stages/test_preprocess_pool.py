@@ -47,3 +47,31 @@ def test_a_task_that_raises_stops_every_worker_and_raises_here():
         with pool:
             list(pool.run(["a", "raise", "b", "c"]))
     assert not workers_left()
+
+
+def sleep_in_ffmpeg(task: str, counter) -> str:
+    """Runs an ffmpeg that would take a minute (the stand-in for a decode), then answers."""
+    from lsync.media.ffmpeg import run_ffmpeg
+
+    run_ffmpeg(["-f", "lavfi", "-i", "anullsrc", "-t", "60", "-f", "null", "-"], what="idle")
+    return task
+
+
+def test_a_worker_terminated_from_outside_takes_its_ffmpeg_along():
+    import threading
+    import time
+
+    outcomes = []
+    with WorkerPool(1, sleep_in_ffmpeg) as pool:
+        running = threading.Thread(target=lambda: outcomes.extend(pool.run(["a"])))
+        running.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and not [p for p in workers_left() if "ffmpeg" in p.name()]:
+            time.sleep(0.05)
+        (ffmpeg,) = [p for p in workers_left() if "ffmpeg" in p.name()]
+        ffmpeg.parent().terminate()  # SIGTERM to the worker, as a user's kill would
+        running.join(timeout=30)
+    ((task, crash),) = outcomes
+    assert task == "a" and crash.exitcode == -signal.SIGTERM and "SIGTERM" in crash.detail
+    ffmpeg.wait(timeout=10)
+    assert not workers_left()
