@@ -147,7 +147,12 @@ def list_sources(inputs: Path, out_dir: Path) -> list[Source]:
             continue
         path = Path(entry).expanduser()
         path = path if path.is_absolute() else inputs.parent / path
-        sources.append(Source(path.resolve(), entry))
+        if path.is_symlink() and not path.exists():
+            sources.append(Source(path.absolute(), entry, DANGLING_SYMLINK))
+        elif path.is_dir():
+            sources.append(Source(path.absolute(), entry, NOT_A_FILE))
+        else:
+            sources.append(Source(path.resolve(), entry))  # a missing file is probed: an `unreadable` reject
     return sources
 
 
