@@ -184,6 +184,11 @@ def test_list_file_input_and_missing_input(tmp_path, synth_raw):
     listing.write_text(f"# one source\n{synth_raw / 'synth_001.mp4'}\n\n", encoding="utf-8")
     sources = list_sources(listing, tmp_path / "out")
     assert [s.path for s in sources] == [(synth_raw / "synth_001.mp4").resolve()]
+    (tmp_path / "a folder.mp4").mkdir()
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    listing.write_text("a folder.mp4\ngone.mp4\n", encoding="utf-8")
+    assert [(s.key, s.problem) for s in list_sources(listing, tmp_path / "out")] == \
+        [("a folder.mp4", "not_a_file"), ("gone.mp4", "dangling_symlink")]
     result = CliRunner().invoke(cli, ["preprocess", str(tmp_path / "nope"), str(tmp_path / "out")])
     assert result.exit_code != 0 and "does not exist" in str(result.exception)
 
