@@ -52,7 +52,9 @@ def test_released_layout_loads_from_a_weights_dir(reference, tmp_path):
     assert set(state) == set(golden)
     assert all(torch.equal(state[k], golden[k]) for k in golden)
     assert bundle.resolution == 256
-    assert bundle.audio.encoder.dims.n_audio_state == 32
+    dims = json.loads((reference / "whisper" / "tiny_whisper_dims.json").read_text())
+    assert bundle.audio.encoder.dims.n_audio_state == dims["n_audio_state"]
+    assert bundle.unet.config.cross_attention_dim == config["cross_attention_dim"]
 
 
 def test_missing_released_files_name_the_fix(tmp_path):
@@ -63,7 +65,7 @@ def test_missing_released_files_name_the_fix(tmp_path):
 @pytest.mark.golden
 def test_checkpoint_for_another_config_is_refused(reference):
     config = json.loads((reference / "unet" / "tiny_unet_config.json").read_text())
-    config["cross_attention_dim"] = 48
+    config["cross_attention_dim"] += 16  # another config: audio tokens of another width than the checkpoint's
     with pytest.raises(CheckpointError, match="wrong shape.*attn2.to_k.weight"):
         load_unet(reference / "unet" / "tiny_unet_latentsync_format.pt", config)
 

@@ -35,14 +35,15 @@ def _entry(out_dir, name):
 
 
 @pytest.fixture(scope="module")
-def clips(media, tmp_path_factory):
-    """1.2 s of each demo video at 270x480 and 1 s of speech."""
+def clips(media_videos, media_audios, tmp_path_factory):
+    """1.2 s of the first and of the last media video at 270x480 (the latter from 0.5 s, so the two differ even
+    in a folder of one video) and 1 s of speech."""
     root = tmp_path_factory.mktemp("option media")
     paths = {"talk": root / "talk one.mp4", "other": root / "other.mp4", "speech": root / "speech.wav"}
-    for name, source in (("talk", "demo1_video.mp4"), ("other", "demo2_video.mp4")):
-        _ffmpeg("-i", media / source, "-t", "1.2", "-vf", "scale=270:480", "-c:v", "libx264", "-crf", "12",
+    for name, source, start in (("talk", media_videos[0], "0"), ("other", media_videos[-1], "0.5")):
+        _ffmpeg("-ss", start, "-i", source, "-t", "1.2", "-vf", "scale=270:480", "-c:v", "libx264", "-crf", "12",
                 "-preset", "ultrafast", "-an", "-y", paths[name])
-    _ffmpeg("-i", media / "demo2_audio.wav", "-t", "1.0", "-y", paths["speech"])
+    _ffmpeg("-i", media_audios[-1], "-t", "1.0", "-ar", "16000", "-ac", "1", "-y", paths["speech"])
     return paths
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import reference_dir
+from tests.conftest import reference_dir, skip_or_fail
 
 pytestmark = [pytest.mark.golden, pytest.mark.slow]
 
@@ -46,9 +46,7 @@ def pipeline_goldens() -> list[Path]:
 def golden(request) -> Path:
     path = request.param
     if path is None:
-        if os.environ.get("LSYNC_REQUIRE_GOLDEN") == "1":
-            pytest.fail(f"no pipeline golden under {reference_dir()} (LSYNC_REQUIRE_GOLDEN=1)")
-        pytest.skip(f"no pipeline golden under {reference_dir()} (set LSYNC_REFERENCE_DIR)")
+        skip_or_fail(f"no pipeline golden under {reference_dir()} (set LSYNC_REFERENCE_DIR)")
     missing = [name for name in GOLDEN_FILES if not (path / name).exists()]
     assert not missing, f"{path} lacks {missing} (its README promises them)"
     return path
