@@ -110,7 +110,9 @@ class InferConfig:
     crf: int = 18
     encode_preset: str = "medium"
     reverse_block: int = 32  # frames decoded per block when the video plays backwards
-    pipeline: bool = True  # overlap decoding/alignment and paste-back/encoding with the denoising
+    # What overlaps the denoising: "full" (decode + align of the next chunk, paste-back + encode of the previous),
+    # "io" (only decoding and encoding: the warps stay on the model's thread), "off"; auto: full on CUDA, io on CPU
+    pipeline: Literal["auto", "full", "io", "off"] = "auto"
     frame_strip: bool = False  # also write <name>.strip.png: input, mask, generated, blended for one frame
 
 
@@ -388,17 +390,24 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
                          audio_path=pair.audio, shortest=False, codec=codec.name,
                          frame_digest=codec.lossless) as writer:
 
-            def write(chunk, generated) -> None:
-                rows = [row for row in renderer.finish(chunk, generated) if row[0] < num_output]
-                with timer("encode"):  # the reference grid's frames past the audio are not written
+            def encode(rows) -> None:
+                rows = [row for row in rows if row[0] < num_output]  # the reference grid's frames past the audio
+                with timer("encode"):
                     for _, _, frame in rows:
                         writer.write(frame)
                 bar.update(task, advance=len(rows))
 
-            # Decoding + alignment of the next chunk and paste-back + encoding of the previous one overlap the
-            # denoising of this one (config.pipeline).
-            pipelined(chunks_of(stream, config.chunk_frames, timer), renderer.prepare, renderer.denoise, write,
-                      overlap=config.pipeline)
+            chunks = chunks_of(stream, config.chunk_frames, timer)
+            mode = _pipeline_mode(config.pipeline, sampler.device)
+            if mode == "full":
+                # Decoding + alignment of the next chunk and paste-back + encoding of the previous one overlap the
+                # denoising of this one.
+                pipelined(chunks, renderer.prepare, renderer.denoise,
+                          lambda chunk, generated: encode(renderer.finish(chunk, generated)))
+            else:
+                # On a CPU the warps would take cores from the U-Net: only the ffmpeg pipes overlap it ("io").
+                pipelined(chunks, lambda rows: rows, renderer.render, lambda _, rows: encode(rows),
+                          overlap=mode == "io")
             encode_tic = time.perf_counter()
         timer.seconds["encode"] += time.perf_counter() - encode_tic  # the encoder draining on close
     synced = int((weights[:num_output] > 0).sum())
@@ -424,6 +433,13 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
         "frames_sha256": writer.frames_sha256,
         "frame_strip": strip_name,
     }
+
+
+def _pipeline_mode(mode: str, device) -> str:
+    """``auto``: ``full`` on CUDA (the per-frame work hides behind the GPU), ``io`` elsewhere."""
+    if mode != "auto":
+        return mode
+    return "full" if device.type == "cuda" else "io"
 
 
 def _face_geometry(video: Path, config: InferConfig, resolution: int, video_digest: str | None,

@@ -9,9 +9,10 @@ A chunk goes through three steps (:class:`ChunkRenderer`):
    them to the encoder.
 
 :func:`pipelined` runs step 1 of the next chunk and step 3 of the previous one on two helper threads while the
-calling thread denoises, so on a GPU the per-frame work disappears behind the model; on a CPU the helpers are
-mostly ffmpeg pipe I/O and small warps. At most ``depth`` chunks wait between two steps, so memory stays a few
-chunks of frames whatever the length of the video.
+calling thread denoises, so on a GPU the per-frame work disappears behind the model. On a CPU the warps would
+take cores from the U-Net (measured: the denoising 60-100 % slower on 2 cores), so there the helpers only move
+frames through the ffmpeg pipes (decoding ahead, encoding behind) and the warps run beside the model. At most
+``depth`` chunks wait between two steps, so memory stays a few chunks of frames whatever the length of the video.
 """
 
 from __future__ import annotations
@@ -139,6 +140,11 @@ class ChunkRenderer:
                     blended = align_crop(frame, affine, self.resolution)
                     self.strip.capture(chunk.faces[row], generated[row].clamp(-1, 1).numpy(), blended)
         return chunk.rows
+
+    def render(self, rows: list[Row]) -> list[Row]:
+        """All three steps on the calling thread."""
+        chunk = self.prepare(rows)
+        return self.finish(chunk, self.denoise(chunk))
 
     def _touch(self, frame: np.ndarray, affine: np.ndarray) -> None:
         from lsync.stages.infer_faces import face_window, paste_margin

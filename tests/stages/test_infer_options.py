@@ -225,3 +225,23 @@ def test_the_chosen_dtype_and_its_reason_are_recorded(monkeypatch):
     assert models.ids["dtype"] == "bfloat16" and "AVX512-BF16" in models.ids["dtype_reason"]
     assert next(models.bundle.unet.parameters()).dtype == torch.bfloat16
     assert models.bundle.audio.encoder.conv1.weight.dtype == torch.float32  # Whisper stays float32
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_every_pipeline_mode_writes_the_same_frames(clips, tmp_path, capsys):
+    digests = {}
+    for mode in ("off", "io", "full"):
+        code, err = _cli([clips["talk"], clips["speech"], *TINY, "--codec", "ffv1", "--set", f"pipeline={mode}",
+                          "--out-dir", tmp_path, "--name", mode], capsys)
+        assert code == 0, err
+        digests[mode] = _entry(tmp_path, f"{mode}.mkv")["frames"]["frames_sha256"]
+    assert digests["io"] == digests["off"] == digests["full"]
+
+
+def test_auto_pipeline_overlaps_everything_on_cuda_and_only_the_pipes_on_a_cpu():
+    from lsync.stages.infer import _pipeline_mode
+
+    assert _pipeline_mode("auto", torch.device("cuda")) == "full"
+    assert _pipeline_mode("auto", torch.device("cpu")) == "io"
+    assert _pipeline_mode("off", torch.device("cuda")) == "off"
