@@ -64,8 +64,8 @@ def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset:
 @verbosity_options
 def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
     """Summarise any lsync directory: kind, key config, counts, rejects by reason, metrics."""
-    from lsync.inspect import contact_sheet as draw_contact_sheet
-    from lsync.inspect import render_summary, summarize
+    from lsync.summary import contact_sheet as draw_contact_sheet
+    from lsync.summary import render_summary, summarize
 
     summary = summarize(directory)
     if contact_sheet is not None:

@@ -37,10 +37,14 @@ def run(recipe: str, workdir: Path | None, variables: tuple[str, ...]) -> None:
 
 
 def invoke_lsync(args: list[str]) -> None:
-    """Run one ``lsync`` command line in this process; click usage errors become lsync errors."""
-    from lsync.cli import cli
+    """Run one ``lsync`` command line in this process; click usage errors become lsync errors.
+
+    The root group comes from the running click context (this is called from inside ``lsync pipeline run`` or
+    ``lsync demo``), so command modules never import :mod:`lsync.cli`, the top of the house.
+    """
     from lsync.errors import UsageError
 
+    cli = click.get_current_context().find_root().command
     try:
         cli.main(args=list(args), prog_name="lsync", standalone_mode=False)
     except click.ClickException as exc:

@@ -176,10 +176,6 @@ class Trainer:
     def global_batch_size(self) -> int:
         return self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
 
-    def request_stop(self) -> None:
-        """Ask the loop to stop after the current step with a checkpoint (what Ctrl-C does)."""
-        self._stop_requested = True
-
     def _validate_arguments(self) -> None:
         c = self.config
         for name in ("batch_size", "grad_accum", "max_steps", "log_every"):
