@@ -7,6 +7,11 @@ from pathlib import Path
 import click
 
 from lsync.cli_options import CONTEXT, verbosity_options
+from lsync.package_data import shipped_dir
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in shipped_dir("pipelines").glob("*.yaml"))
 
 
 @click.group(context_settings=CONTEXT)
@@ -14,7 +19,7 @@ def pipeline() -> None:
     """End-to-end recipes that chain stages (see pipelines/)."""
 
 
-@pipeline.command("run", context_settings=CONTEXT)
+@pipeline.command("run", context_settings=CONTEXT, epilog=f"Shipped recipes: {', '.join(shipped_recipes())}.")
 @click.argument("recipe")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Working directory ({workdir} in the recipe); default: the recipe's own.")
