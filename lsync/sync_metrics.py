@@ -27,13 +27,18 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import torch
 
+from lsync.errors import InputError
+
 DEFAULT_MAX_OFFSET = 15
+#: Frames aligned and prepared at a time (keeps the full-size aligned faces of a long video out of memory).
+ALIGN_BLOCK = 64
 
 
 # ----------------------------------------------------------------------------------------------- scores
@@ -257,3 +262,30 @@ def load_scorer(metric: str, syncnet: str | None, device: torch.device, batch_si
     scorer = StableSyncNetScorer(loaded.model, loaded.image_size, device, batch_size)
     scorer.source = str(loaded.source)
     return scorer
+
+
+# ----------------------------------------------------------------------------------------------- data clips
+def clip_faces(data_dir: Path, record: dict[str, Any], scorer) -> np.ndarray:
+    """The prepared faces of a data-directory clip (already aligned: decoded as they are, then prepared)."""
+    from lsync.media.video import VideoReader
+
+    prepared, block = [], []
+    for frame in VideoReader(data_dir / record["video"], fps=None):
+        block.append(frame)
+        if len(block) == ALIGN_BLOCK:
+            prepared.append(scorer.prepare_faces(np.stack(block)))
+            block = []
+    if block:
+        prepared.append(scorer.prepare_faces(np.stack(block)))
+    if not prepared:
+        raise InputError(f"{data_dir / record['video']} has no frames", "preprocess the clip again")
+    return np.concatenate(prepared)
+
+
+def score_clip(data_dir: Path, record: dict[str, Any], scorer, max_offset: int):
+    """The :class:`SyncScore` of a data-directory clip against its own wav."""
+    from lsync.audio.mel import load_wav_16k_mono
+
+    frames = clip_faces(data_dir, record, scorer)
+    samples = load_wav_16k_mono(data_dir / record["audio"])
+    return score_sync(scorer, frames, samples, max_offset)

@@ -154,7 +154,7 @@ def load_init(unet: torch.nn.Module, path: str | Path, allow_partial: bool) -> s
         from lsync.training.trainable import compose_state_dict
 
         if not (p / WEIGHTS_NAME).is_file():
-            from lsync.stages.infer_denoise import resolve_unet_source
+            from lsync.sampling import resolve_unet_source
 
             p = resolve_unet_source(p)
         state = compose_state_dict(p, use_ema=True)

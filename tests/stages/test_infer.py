@@ -15,7 +15,7 @@ from lsync.media.ffmpeg import ffmpeg_command
 from lsync.media.probe import probe
 from lsync.media.video import VideoReader, VideoWriter
 from lsync.stages.infer import InferConfig, load_models_for, read_pairs, run, run_pairs
-from lsync.stages.infer_denoise import DeepFeatureCache, load_inference_models, resolve_unet_source
+from lsync.sampling import DeepFeatureCache, load_inference_models, resolve_unet_source
 from lsync.stages.infer_frames import FrameStream, crossfade_weights, playback_runs, source_indices
 
 FAST = dict(preset="tiny", steps=2, threads=1, encode_preset="ultrafast", detect_size=320)

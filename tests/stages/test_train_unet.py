@@ -206,7 +206,7 @@ def test_sync_weight_is_read_back_from_the_saved_config(four_loss_run, unet_data
 
 
 def test_checkpoint_loads_for_inference_with_ema_and_the_val_video_has_audio(four_loss_run):
-    from lsync.stages.infer_denoise import load_inference_models
+    from lsync.sampling import load_inference_models
 
     checkpoint = four_loss_run / "checkpoints" / "step-000002"
     assert {p.name for p in checkpoint.iterdir()} == {"model.safetensors", "ema.safetensors", "config.json",

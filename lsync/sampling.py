@@ -1,5 +1,8 @@
 """Inference models and the per-chunk sampler: 16 aligned faces + their audio in, lip-synced faces out.
 
+Shared by inference, U-Net validation during training, the sync filter and the evaluations, so it lives below
+``stages/`` beside :mod:`lsync.diffusion` (the schedulers it drives).
+
 Per chunk (LatentSync's pipeline):
 
 1. pixel values ``(x / 255 - 0.5) / 0.5``; masked frames = pixels x the mouth mask (1 keeps, 0 repaints);

@@ -1,4 +1,4 @@
-"""Inference pass 1 (faces of every frame -> one alignment matrix per source frame) and the per-frame warps.
+"""Video face analysis (faces of every frame -> one alignment matrix per source frame) and the per-frame warps.
 
 Tracking needs every detection before it can decide anything (a subject is chosen once and followed, gaps
 are bridged or split), so pass 1 decodes the whole video and keeps only boxes and three landmarks per frame.
@@ -96,12 +96,12 @@ def detect_track(
     """Decode every frame, detect faces in batches and track one subject: the :class:`FaceTrack` of ``video``
     and the seconds spent decoding, detecting and tracking."""
     from lsync.media.video import VideoReader
-    from lsync.stages.preprocess import make_detector
+    from lsync.face.detect import detector_from_config
 
     reader = VideoReader(video, fps=fps)
     per_frame_faces = []
     timings = {"decode": 0.0, "detect": 0.0}
-    with make_detector(config) as detector:
+    with detector_from_config(config) as detector:
         batches = reader.iter_batches(config.detect_batch)
         while True:
             tic = time.perf_counter()
