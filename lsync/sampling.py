@@ -87,11 +87,11 @@ def resolve_unet_source(path: str | Path) -> Path:
     """The checkpoint a ``--unet`` argument names.
 
     Accepted: a checkpoint directory (``config.json`` + ``model.safetensors``, written by
-    :func:`lsync.models.checkpoints.save_model`); a training run directory, whose newest complete
+    :func:`lsync.checkpoints.save_model`); a training run directory, whose newest complete
     ``checkpoints/step-*/`` is taken; or a weights file (``.pt`` in the released format, or ``.safetensors``)
     that is built with the preset's U-Net config.
     """
-    from lsync.models.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+    from lsync.checkpoints import CONFIG_NAME, WEIGHTS_NAME
 
     p = Path(path).expanduser()
     if p.is_file():
@@ -112,7 +112,7 @@ def resolve_unet_source(path: str | Path) -> Path:
 
 
 def _load_unet(source: Path, preset_config: dict[str, Any]):
-    from lsync.models.checkpoints import load_model_config, load_state_dict_strict, read_state_dict
+    from lsync.checkpoints import load_model_config, load_state_dict_strict, read_state_dict
     from lsync.models.presets import build_unet
     from lsync.training.trainable import load_checkpoint_model
 

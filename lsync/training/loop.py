@@ -481,7 +481,7 @@ class Trainer:
 
 
     def _load_ema(self, checkpoint: Path, num_updates: int | None) -> None:
-        from lsync.models.checkpoints import load_safetensors
+        from lsync.checkpoints import load_safetensors
 
         path = checkpoint / EMA_FILE
         if path.is_file() and num_updates is not None:

@@ -14,7 +14,7 @@ from lsync.commands.evaluate import evaluate as eval_group
 from lsync.errors import InputError, UsageError
 from lsync.face.mask import mouth_mask
 from lsync.manifest import read_manifest
-from lsync.models.checkpoints import save_model
+from lsync.checkpoints import save_model
 from lsync.models.presets import build_unet, model_config
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.eval_recon import (EvalReconConfig, evaluate, masked_psnr, masked_ssim, mouth_region,

@@ -112,7 +112,7 @@ def test_deep_feature_cache_skips_the_deep_blocks_and_restores_them():
 
 def test_unet_checkpoints_are_found_in_run_dirs_and_loaded_strictly(tmp_path):
     from lsync.errors import InputError
-    from lsync.models.checkpoints import save_model
+    from lsync.checkpoints import save_model
 
     bundle, _ = load_inference_models("tiny")
     run_dir = tmp_path / "run"

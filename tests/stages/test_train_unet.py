@@ -22,7 +22,7 @@ from lsync.config import resolve_config
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.media.probe import probe
-from lsync.models.checkpoints import load_model_config, load_model_weights, save_model
+from lsync.checkpoints import load_model_config, load_model_weights, save_model
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.preprocess import PreprocessConfig, run as preprocess, split_of
 from lsync.stages.train_unet import TrainUNetConfig, load_init, run as train_unet
