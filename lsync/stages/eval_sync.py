@@ -25,6 +25,7 @@ import numpy as np
 from lsync.console import get_logger, progress
 from lsync.errors import InputError, LsyncError
 from lsync.eval_results import check_out_dir, write_results
+from lsync.face.config import VideoFaceConfig
 from lsync.manifest import MANIFEST_NAME, read_manifest
 from lsync.sync_metrics import ALIGN_BLOCK, score_clip
 
@@ -35,7 +36,10 @@ SAMPLE_RATE = 16000
 
 
 @dataclass
-class EvalSyncConfig:
+class EvalSyncConfig(VideoFaceConfig):
+    """How ``lsync eval sync`` scores; the face keys (raw videos only) are
+    :class:`~lsync.face.config.VideoFaceConfig`'s."""
+
     metric: Literal["stable", "syncnet-v2"] = "stable"
     max_offset: int = 15  # frames searched on each side
     split: str | None = None  # data directories: only this split (None: all clips)
@@ -44,18 +48,6 @@ class EvalSyncConfig:
     geometry: str = "syncnet_16_pixel_attn"  # towers of a bare stable_syncnet.pt
     device: str | None = None  # None: CUDA when present
     threads: int | None = None  # torch CPU threads (None: torch's default)
-    # faces of raw videos (same meaning as in InferConfig)
-    detector: Literal["mediapipe", "insightface"] = "mediapipe"
-    detector_models: str | None = None
-    detect_size: int = 640
-    detect_batch: int = 8
-    max_faces: int = 4
-    face_select: Literal["largest", "center"] = "largest"
-    max_gap: int = 5
-    min_face: int = 32
-    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"
-    smooth_strength: float = 1.0
-    align_smooth: bool = True
 
 
 # ----------------------------------------------------------------------------------------------- inputs

@@ -54,6 +54,7 @@ import numpy as np
 from lsync.config import config_to_dict
 from lsync.console import get_logger, progress, say
 from lsync.errors import InputError, ManifestError, UsageError
+from lsync.face.config import VideoFaceConfig
 from lsync.manifest import MANIFEST_NAME, TEMP_PREFIX
 
 log = get_logger(__name__)
@@ -68,8 +69,9 @@ __all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "models_
 
 
 @dataclass
-class InferConfig:
-    """Everything that shapes an inference output (recorded in ``lsync.json``)."""
+class InferConfig(VideoFaceConfig):
+    """Everything that shapes an inference output (recorded in ``lsync.json``); the face keys are
+    :class:`~lsync.face.config.VideoFaceConfig`'s."""
 
     preset: Literal["latentsync-1.5", "latentsync-1.6", "tiny"] = "latentsync-1.5"
     unet: str | None = None  # our own U-Net: run dir, checkpoint dir, or a released-format .pt
@@ -92,18 +94,6 @@ class InferConfig:
     faces: str | None = None  # a track file (--save-faces) or a (frames, 3, 2) point array: skips detection
     save_faces: str | None = None  # write the face track here
     face_cache: str = "auto"  # track cache folder; auto: ~/.cache/lsync/face-tracks; off: no cache
-    # faces (same meaning as in PreprocessConfig)
-    detector: Literal["mediapipe", "insightface"] = "mediapipe"
-    detector_models: str | None = None
-    detect_size: int = 640
-    detect_batch: int = 8
-    max_faces: int = 4
-    face_select: Literal["largest", "center"] = "largest"
-    max_gap: int = 5
-    min_face: int = 32
-    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"
-    smooth_strength: float = 1.0
-    align_smooth: bool = True  # the reference's smooth=True translation smoothing of the matrices
     crossfade: int = 4  # frames over which the edit fades in/out next to frames without a face
     # output
     codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"

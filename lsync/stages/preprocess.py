@@ -39,27 +39,12 @@ import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from lsync.face.track import smooth_landmarks
-
-from lsync.config import config_to_dict, save_config_yaml, load_yaml
+from lsync.config import config_to_dict, load_yaml, save_config_yaml
 from lsync.console import get_logger, progress
-from lsync.errors import InputError, UsageError
-from lsync.manifest import (
-    MANIFEST_NAME,
-    TEMP_PREFIX,
-    RecordWriter,
-    atomic_output,
-    json_digest,
-    quick_file_digest,
-    read_records,
-    remove_temp_debris,
-    rewrite_records,
-    write_manifest,
-)
 from lsync.data.layout import (
     CLIPS_DIR,
     CLIPS_FILE,
@@ -71,6 +56,21 @@ from lsync.data.layout import (
     SOURCES_FILE,
     VIDEO_EXTENSIONS,
     summarize_records,
+)
+from lsync.errors import InputError, UsageError
+from lsync.face.config import FaceConfig
+from lsync.face.track import smooth_landmarks
+from lsync.manifest import (
+    MANIFEST_NAME,
+    TEMP_PREFIX,
+    RecordWriter,
+    atomic_output,
+    json_digest,
+    quick_file_digest,
+    read_records,
+    remove_temp_debris,
+    rewrite_records,
+    write_manifest,
 )
 from lsync.stages.preprocess_pool import WorkerCrash, WorkerPool, sigterm_as_interrupt
 
@@ -87,21 +87,14 @@ LISTING_REJECTS = (DANGLING_SYMLINK, NOT_A_FILE)
 
 
 @dataclass
-class PreprocessConfig:
-    """Everything that shapes a data directory. Defaults follow the LatentSync recipe."""
+class PreprocessConfig(FaceConfig):
+    """Everything that shapes a data directory. Defaults follow the LatentSync recipe; the face keys
+    (``detector`` ... ``smooth_strength``) are :class:`~lsync.face.config.FaceConfig`'s."""
 
+    min_face: int = 50  # training faces must be larger than what inference accepts (FaceConfig: 32)
     resolution: int = 256  # aligned face size (256 for LatentSync 1.5, 512 for 1.6)
     min_clip_seconds: float = 5.0
     max_clip_seconds: float = 10.0
-    detector: Literal["mediapipe", "insightface"] = "mediapipe"
-    detector_models: str | None = None  # InsightFace model pack folder (buffalo_l)
-    detect_size: int = 640  # faces are found on frames scaled to this long side (landmarks on full-size crops)
-    max_faces: int = 4  # faces detected per frame: more than one lets the tracker keep the subject in a crowd
-    face_select: Literal["largest", "center"] = "largest"
-    max_gap: int = 5  # frames without a face that are interpolated; longer gaps split the clip
-    min_face: int = 50  # px (short side of the face box, full-resolution frame)
-    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"  # landmark smoothing over time
-    smooth_strength: float = 1.0  # gaussian sigma / savgol half-window in frames
     shot_threshold: float = 3.0  # adaptive content-detector ratio
     shot_min_content: float = 15.0
     val_fraction: float = 0.1  # share of sources in the val split (by a hash of the source path)
