@@ -1,0 +1,292 @@
+"""``lsync app`` in a real browser: the server is started as a user starts it (``lsync app --preset tiny`` on a
+free local port) and Debian's headless Chromium, driven by Playwright, uploads, previews, runs and downloads.
+
+Nothing downloads a browser: Chromium comes from the system (``.ci/run`` installs Debian's ``chromium``) or from
+``$LSYNC_CHROMIUM``; without one the tests skip and say so. ``$LSYNC_SCREENSHOTS``, when set, gets screenshots
+of the page before, during and after the runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lsync.media.probe import probe
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+# Headless on a machine without a display, a GPU or a network: no sandbox (root in CI), no calls home.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--no-proxy-server"]
+RUN_TIMEOUT_MS = 300_000  # a whole run on a loaded 2-core CI machine
+
+
+def find_chromium() -> str | None:
+    candidates = [os.environ.get("LSYNC_CHROMIUM")] + [shutil.which(name) for name in
+                                                         ("chromium", "chromium-browser", "google-chrome")]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    pytest.importorskip("gradio", reason="Gradio is not installed: pip install -e '.[app]'")
+    pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e '.[test]'")
+    path = find_chromium()
+    if path is None:
+        pytest.skip("no Chromium to drive: install Debian's chromium (apt-get install chromium, as .ci/run does) "
+                    "or set LSYNC_CHROMIUM to a Chromium executable")
+    return path
+
+
+# ================================================================================================ the server
+@dataclass
+class Server:
+    url: str
+    out_dir: Path
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10.0) -> bytes:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes through a proxy
+    with opener.open(url, timeout=timeout) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def server(chromium, tmp_path_factory):
+    root = tmp_path_factory.mktemp("app server")
+    out_dir, log = root / "jobs é", root / "server.log"
+    port = _free_port()
+    env = {**os.environ, "XDG_CACHE_HOME": str(root / "cache")}  # a private face-track cache
+    command = [sys.executable, "-m", "lsync", "app", "--preset", "tiny", "--port", str(port), "--out-dir",
+               str(out_dir), "--set", "steps=2", "--set", "detect_size=320", "--set", "encode_preset=ultrafast"]
+    with open(log, "w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = Server(f"http://127.0.0.1:{port}/", out_dir, process, log)
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"lsync app exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            _get(server.url, timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"lsync app did not answer on {server.url} within 180 s:\n{server.log_tail()}")
+            time.sleep(0.5)
+    yield server
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium, server, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium profile")), executable_path=chromium, headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 1000})
+        yield context
+        context.close()
+
+
+# ================================================================================================ helpers
+def open_page(browser, server):
+    page = browser.new_page()
+    page.goto(server.url)
+    page.wait_for_selector("#run", timeout=60_000)
+    return page
+
+
+def upload(page, elem_id: str, path: Path) -> None:
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+
+
+def shot(page, name: str) -> None:
+    folder = os.environ.get("LSYNC_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def watch_progress(page) -> None:
+    """Record every text the progress overlay of the result shows (runs may be too quick to poll)."""
+    page.evaluate("""() => {
+        window.lsyncProgress = [];
+        const grab = () => {
+            const box = document.querySelector('#result-video');
+            const text = box ? box.innerText.trim() : '';
+            if (text && !window.lsyncProgress.includes(text)) window.lsyncProgress.push(text);
+        };
+        new MutationObserver(grab).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def video_metadata(page, selector: str) -> dict:
+    """Duration and width the page's <video> reports once the browser has read the file."""
+    return page.evaluate("""(selector) => new Promise((resolve) => {
+        const video = document.querySelector(selector);
+        const done = () => resolve({duration: video.duration, width: video.videoWidth, error: null});
+        if (video.readyState >= 1) return done();
+        video.addEventListener('loadedmetadata', done);
+        video.addEventListener('error', () => resolve({error: video.error ? video.error.code : 'error'}));
+        setTimeout(() => resolve({error: 'timeout', readyState: video.readyState}), 20000);
+    })""", selector)
+
+
+def status_text(page) -> str:
+    return page.locator("#status").inner_text().strip()
+
+
+def click_and_wait(page, button: str) -> str:
+    """Click a job's button and wait for its result; the status line (an ok or an error box)."""
+    before = status_text(page)
+    page.click(button)
+    page.wait_for_function("""(before) => {
+        const box = document.querySelector('#status .lsync-status');
+        return box && (box.classList.contains('ok') || box.classList.contains('error'))
+            && box.innerText.trim() !== before;
+    }""", arg=before, timeout=RUN_TIMEOUT_MS)
+    return status_text(page)
+
+
+def run_folder(status: str) -> Path:
+    match = re.search(r"folder (.+)$", status)
+    assert match, status
+    return Path(match[1].strip())
+
+
+def check_output(folder: Path, audio: Path) -> dict:
+    (video,) = [p for p in folder.glob("*.mp4") if not p.name.endswith(".browser.mp4")]
+    info, source = probe(video), probe(audio)
+    assert info.num_frames == round(source.audio_duration_s * 25)
+    assert info.has_audio and abs(info.audio_duration_s - source.audio_duration_s) < 0.05
+    return {"video": video, "frames": info.num_frames}
+
+
+# ================================================================================================ tests
+def test_upload_preview_run_and_download(browser, server, app_media):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, server)
+    shot(page, "01-empty-page")
+    upload(page, "video-in", app_media.video)
+    upload(page, "audio-in", app_media.audio)
+    expect(page.locator("#media-info")).to_contain_text("256x320, 25 fps, 2.00 s")
+    expect(page.locator("#media-info")).to_contain_text("speech.wav: 48000 Hz")
+
+    # Preview the chunk around 1 s: the strip appears, for frame 25.
+    preview_at = page.locator("#preview-at input[type=number]")
+    preview_at.fill("1")
+    preview_at.press("Enter")
+    status = click_and_wait(page, "#preview")
+    assert "preview: frame 25 (1.00 s) of chunk 16-31" in status, status
+    strip = page.locator("#strip img")
+    expect(strip).to_be_visible()
+    assert page.evaluate("(img) => img.complete && img.naturalWidth", strip.element_handle()) >= 4 * 160
+    shot(page, "02-preview")
+
+    # Run: a progress bar with the stage, rate and ETA, then the player, the download link and lsync.json.
+    watch_progress(page)
+    page.click("#run")
+    page.wait_for_function("window.lsyncProgress.length > 0", timeout=RUN_TIMEOUT_MS)
+    shot(page, "03-running")
+    page.wait_for_function("document.querySelector('#status').innerText.trim().startsWith('done: ')"
+                           " || document.querySelector('#status .lsync-status.error')", timeout=RUN_TIMEOUT_MS)
+    status = status_text(page)
+    assert status.startswith("done: "), f"{status}\n{server.log_tail()}"
+    page.wait_for_selector("#result-video video", timeout=30_000)
+    shot(page, "04-finished")
+    progress = page.evaluate("window.lsyncProgress")
+    assert any(re.search(r"denoise \(3/4\) · \d+/50 frames · [\d.]+ frames/s · ETA \d+:\d\d", text)
+               for text in progress), progress
+
+    folder = run_folder(status)
+    assert folder.parent == server.out_dir and folder.name.startswith("run-")
+    output = check_output(folder, app_media.audio)
+    assert "50 frames, 50 lip-synced, 0 passed through; faces from cache" in status  # the preview's track
+    metadata = video_metadata(page, "#result-video video")
+    assert metadata["error"] is None and abs(metadata["duration"] - 2.0) < 0.1 and metadata["width"] == 256
+    href = page.locator("#download a").first.get_attribute("href")
+    assert href and _get(href if href.startswith("http") else server.url.rstrip("/") + href) == \
+        output["video"].read_bytes()
+    manifest = page.locator("#manifest").inner_text()
+    assert "frames_synced" in manifest and "timings_s" in manifest
+    page.close()
+
+
+def test_an_unreadable_upload_shows_the_cli_error_and_the_next_run_works(browser, server, app_media, tmp_path):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, server)
+    upload(page, "video-in", app_media.text_as_mp4)
+    upload(page, "audio-in", app_media.short_audio)
+    expect(page.locator("#media-info .lsync-status.error")).to_contain_text("is not a readable media file")
+    status = click_and_wait(page, "#run")
+    shot(page, "05-error")
+    assert page.locator("#status .lsync-status.error").count() == 1, status
+
+    # The page says exactly what `lsync infer` says about the same file.
+    (uploaded,) = server.out_dir.glob(f"uploads/*/{app_media.text_as_mp4.name}")
+    cli = subprocess.run([sys.executable, "-m", "lsync", "infer", str(uploaded), str(app_media.short_audio),
+                          "--preset", "tiny", "--out-dir", str(tmp_path / "cli")], capture_output=True, text=True)
+    assert cli.returncode == 2 and status == cli.stderr.strip()
+    assert not list(server.out_dir.glob("run-*/notes*"))
+
+    # The server is still there and the next run on the same page works.
+    upload(page, "video-in", app_media.other_video)
+    expect(page.locator("#media-info")).not_to_contain_text("lsync: error")
+    status = click_and_wait(page, "#run")
+    assert status.startswith("done: "), f"{status}\n{server.log_tail()}"
+    assert check_output(run_folder(status), app_media.short_audio)["frames"] == 30
+    assert server.process.poll() is None
+    page.close()
+
+
+def test_two_tabs_run_at_once_and_each_gets_its_own_output(browser, server, app_media):
+    tabs = {app_media.audio: open_page(browser, server), app_media.short_audio: open_page(browser, server)}
+    for audio, page in tabs.items():
+        upload(page, "video-in", app_media.video)
+        upload(page, "audio-in", audio)
+        page.wait_for_selector("#media-info :text('audio')", timeout=30_000)
+    for page in tabs.values():
+        page.click("#run")
+    folders = {}
+    for audio, page in tabs.items():
+        page.wait_for_selector("#status .lsync-status.ok, #status .lsync-status.error", timeout=RUN_TIMEOUT_MS)
+        status = status_text(page)
+        assert status.startswith("done: "), f"{status}\n{server.log_tail()}"
+        page.wait_for_selector("#result-video video", timeout=30_000)
+        folders[audio] = run_folder(status)
+        shot(page, f"06-tab-{len(folders)}")
+    assert len(set(folders.values())) == 2
+    frames = {audio: check_output(folder, audio)["frames"] for audio, folder in folders.items()}
+    assert frames == {app_media.audio: 50, app_media.short_audio: 30}
+    for page in tabs.values():
+        page.close()
