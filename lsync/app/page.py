@@ -31,6 +31,7 @@ from lsync.app.jobs import (
 )
 from lsync.console import get_logger, say
 from lsync.errors import UsageError
+from lsync.manifest import MANIFEST_NAME
 
 log = get_logger(__name__)
 
@@ -111,8 +112,9 @@ def build_page(engine: Engine, max_runs: int = 2):
                         result = gr.Video(label="Lip-synced video", interactive=False, height=480,
                                           elem_id="result-video")
                         with gr.Row():
-                            download = gr.File(label="Download", interactive=False, elem_id="download")
-                            manifest = gr.JSON(label="lsync.json", elem_id="manifest")
+                            download = gr.File(label="Download: the video and its lsync.json", file_count="multiple",
+                                               interactive=False, elem_id="download")
+                            manifest = gr.JSON(label="lsync.json", open=True, elem_id="manifest")
 
                     with gr.Tab("Batch", id="batch"):
                         gr.Markdown("As many videos as audios are paired in order; one video goes with every audio "
@@ -131,7 +133,7 @@ def build_page(engine: Engine, max_runs: int = 2):
                         with gr.Row():
                             batch_files = gr.File(label="Outputs", file_count="multiple", interactive=False,
                                                   elem_id="batch-files")
-                            batch_manifest = gr.JSON(label="lsync.json", elem_id="batch-manifest")
+                            batch_manifest = gr.JSON(label="lsync.json", open=True, elem_id="batch-manifest")
 
         # ----------------------------------------------------------------------------------- events
         def on_media(video_path, audio_path):
@@ -169,7 +171,8 @@ def build_page(engine: Engine, max_runs: int = 2):
             if outcome.error:
                 return status_html(outcome.error, "error"), None, None, None
             text = f"done: {outcome.summary}; folder {outcome.folder}"
-            return status_html(text, "ok"), str(outcome.playable), str(outcome.video), outcome.manifest
+            files = [str(outcome.video), str(outcome.folder / MANIFEST_NAME)]
+            return status_html(text, "ok"), str(outcome.playable), files, outcome.manifest
 
         run_button.click(starting("run"), None, status, queue=False, show_progress="hidden").then(
             on_run, [video, audio, *settings], [status, result, download, manifest], show_progress_on=[result],

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,10 @@ def open_page(browser, server):
 
 
 def upload(page, elem_id: str, path: Path) -> None:
+    """Upload ``path`` into a component, first clearing what it holds (a loaded one has no file input)."""
+    clear = page.locator(f"#{elem_id} button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
 
 
@@ -233,9 +238,12 @@ def test_upload_preview_run_and_download(browser, server, app_media):
     assert "50 frames, 50 lip-synced, 0 passed through; faces from cache" in status  # the preview's track
     metadata = video_metadata(page, "#result-video video")
     assert metadata["error"] is None and abs(metadata["duration"] - 2.0) < 0.1 and metadata["width"] == 256
-    href = page.locator("#download a").first.get_attribute("href")
-    assert href and _get(href if href.startswith("http") else server.url.rstrip("/") + href) == \
-        output["video"].read_bytes()
+    links = [page.locator("#download a").nth(i).get_attribute("href")
+             for i in range(page.locator("#download a").count())]
+    served = {Path(urllib.parse.unquote(href)).name: _get(urllib.parse.urljoin(server.url, href))
+              for href in links if href}
+    assert served[output["video"].name] == output["video"].read_bytes()  # the download is the file itself
+    assert served["lsync.json"] == (folder / "lsync.json").read_bytes()
     manifest = page.locator("#manifest").inner_text()
     assert "frames_synced" in manifest and "timings_s" in manifest
     page.close()
