@@ -244,7 +244,7 @@ class BatchResult:
     error: str | None = None  # the batch could not start (or every pair failed: the first error)
     folder: Path | None = None
     outputs: list[Path] = field(default_factory=list)
-    rows: list[list[Any]] = field(default_factory=list)  # output, video, audio, frames, synced, passed through, s, error
+    rows: list[list[Any]] = field(default_factory=list)  # one per pair, the columns of BATCH_COLUMNS
     manifest: dict[str, Any] | None = None
     summary: str = ""
 

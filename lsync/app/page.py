@@ -18,6 +18,8 @@ from __future__ import annotations
 import html
 import os
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from lsync.app.jobs import (
@@ -57,11 +59,32 @@ def _settings(preset, steps, guidance, seed, loop, face_select, codec, mask) -> 
                        face_select=face_select, codec=codec, mask=mask)
 
 
-def _sink(progress) -> Any:
-    def sink(fraction: float, text: str) -> None:
-        progress(fraction, desc=text)
+def with_progress(progress, job: Callable[[Any], Any], interval: float = 0.2) -> Any:
+    """``job(sink)`` on a worker thread while this (Gradio's event) thread shows the latest ``sink(fraction,
+    text)`` on ``progress`` every ``interval`` seconds.
 
-    return sink
+    Inference reports progress from whichever of its threads does the work, and ``gr.Progress`` only reaches
+    the page from the event's own thread (it finds its event through context variables), so the event thread
+    relays; it also keeps a fast run from flooding the page with updates.
+    """
+    latest: list[tuple[float, str]] = []
+    outcome: list[Any] = []
+
+    def sink(fraction: float, text: str) -> None:
+        latest[:] = [(fraction, text)]  # one item, replaced atomically
+
+    worker = threading.Thread(target=lambda: outcome.append(job(sink)), name="lsync-job", daemon=True)
+    worker.start()
+    shown = None
+    while worker.is_alive():
+        worker.join(interval)
+        current = latest[0] if latest else None
+        if current is not None and current != shown:
+            progress(current[0], desc=current[1])
+            shown = current
+    if not outcome:
+        raise RuntimeError("the job's thread ended without a result; the server's log says why")
+    return outcome[0]
 
 
 def build_page(engine: Engine, max_runs: int = 2):
@@ -153,7 +176,8 @@ def build_page(engine: Engine, max_runs: int = 2):
                              concurrency_limit=None)
 
         def on_preview(video_path, audio_path, at, *values, progress=gr.Progress()):
-            outcome = engine.preview(video_path, audio_path, _settings(*values), at, sink=_sink(progress))
+            outcome = with_progress(progress, lambda sink: engine.preview(video_path, audio_path, _settings(*values),
+                                                                          at, sink=sink))
             if outcome.error:
                 return status_html(outcome.error, "error"), None
             return status_html(f"preview: {outcome.summary}", "ok"), str(outcome.strip)
@@ -167,7 +191,8 @@ def build_page(engine: Engine, max_runs: int = 2):
             **job_queue)
 
         def on_run(video_path, audio_path, *values, progress=gr.Progress()):
-            outcome = engine.run(video_path, audio_path, _settings(*values), sink=_sink(progress))
+            outcome = with_progress(progress, lambda sink: engine.run(video_path, audio_path, _settings(*values),
+                                                                      sink=sink))
             if outcome.error:
                 return status_html(outcome.error, "error"), None, None, None
             text = f"done: {outcome.summary}; folder {outcome.folder}"
@@ -179,7 +204,8 @@ def build_page(engine: Engine, max_runs: int = 2):
             **job_queue)
 
         def on_batch(videos, audios, pairs_csv, *values, progress=gr.Progress()):
-            outcome = engine.batch(videos, audios, pairs_csv, _settings(*values), sink=_sink(progress))
+            outcome = with_progress(progress, lambda sink: engine.batch(videos, audios, pairs_csv,
+                                                                        _settings(*values), sink=sink))
             if outcome.error and not outcome.outputs:
                 return status_html(outcome.error, "error"), None, None, None
             failed = [row[-1] for row in outcome.rows if row[-1]]
@@ -245,8 +271,6 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 7860, max_runs: i
 
 
 def _preload(engine: Engine) -> None:
-    import threading
-
     def load() -> None:
         try:
             engine.models.get(engine.base)

@@ -46,6 +46,33 @@ def test_progress_lines_carry_the_stage_count_rate_and_eta():
     assert format_seconds(3725) == "1:02:05" and format_seconds(7.4) == "0:07"
 
 
+def test_progress_from_any_thread_reaches_the_page_through_the_event_thread():
+    import time
+
+    from lsync.app.page import with_progress
+
+    shown = []
+
+    def job(sink):
+        def work():  # inference reports from its helper threads too
+            for done in range(1, 4):
+                sink(done / 3, f"denoise {done}/3")
+                time.sleep(0.05)
+
+        helper = threading.Thread(target=work)
+        helper.start()
+        helper.join()
+        return "result"
+
+    event_thread = threading.get_ident()
+    result = with_progress(lambda fraction, desc: shown.append((threading.get_ident(), fraction, desc)), job,
+                           interval=0.01)
+    assert result == "result"
+    assert shown and all(thread == event_thread for thread, _, _ in shown)
+    assert shown[-1][1:] == (1.0, "denoise 3/3")
+    assert len(set(shown)) == len(shown)  # an unchanged value is not sent again
+
+
 def test_page_settings_are_checked_like_flags():
     config = JobSettings(preset="tiny", steps=3.0, guidance="2", seed="7", loop="bounce", face_select="center",
                          codec="ffv1").apply(InferConfig(detect_size=320))
