@@ -22,7 +22,7 @@ Usage::
 
     python benchmarks/infer.py [--media DIR] [--steps N] [--preset tiny] [--device cpu|cuda] [--threads N]
                                [--cases 10s,60s,10s-rerun] [--out FILE]
-    python benchmarks/infer.py --golden ../shared/reference/pipeline [--dtype float32] [--out FILE]
+    python benchmarks/infer.py --golden ../shared/reference/pipeline [--dtype auto|float32] [--out FILE]
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="10s,60s")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--golden", type=Path, help="a pipeline golden directory: run its parity job instead")
-    parser.add_argument("--dtype", default="float32", help="with --golden: the model dtype (float32 = exact path)")
+    parser.add_argument("--dtype", default="auto", help="with --golden: the model dtype (auto: lsync's default; float32: the exact path)")
     parser.add_argument("--single", type=Path, help=argparse.SUPPRESS)  # internal: one case in this process
     parser.add_argument("--runs", type=int, default=1, help=argparse.SUPPRESS)  # internal: with --single
     args = parser.parse_args(argv)
