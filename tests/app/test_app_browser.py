@@ -8,6 +8,7 @@ of the page before, during and after the runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from lsync.media.probe import probe
+from lsync.stages.infer import InferConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -187,12 +189,37 @@ def run_folder(status: str) -> Path:
     return Path(match[1].strip())
 
 
-def check_output(folder: Path, audio: Path) -> dict:
-    (video,) = [p for p in folder.glob("*.mp4") if not p.name.endswith(".browser.mp4")]
+def check_output(folder: Path, audio: Path, name: str | None = None) -> dict:
+    """The output ``name`` (or the folder's only one) that lsync.json lists: one frame per 40 ms of ``audio``,
+    with that audio; returns it, its frame count and the folder's resolved config."""
+    manifest = json.loads((folder / "lsync.json").read_text(encoding="utf-8"))
+    outputs = manifest["summary"]["outputs"]
+    if name is None:
+        (name,) = outputs
+    video = folder / name
     info, source = probe(video), probe(audio)
-    assert info.num_frames == round(source.audio_duration_s * 25)
+    assert info.num_frames == round(source.audio_duration_s * 25) == outputs[name]["frames"]["total"]
     assert info.has_audio and abs(info.audio_duration_s - source.audio_duration_s) < 0.05
-    return {"video": video, "frames": info.num_frames}
+    return {"video": video, "frames": info.num_frames, "config": manifest["config"]}
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Pick ``option`` in a dropdown."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def expect_file(page, elem_id: str, name: str) -> None:
+    """A file component lists ``name`` (as a cell of its table; its text splits the name's extension off)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(f"#{elem_id}").get_by_role("cell", name=name, exact=True)).to_be_visible(timeout=30_000)
+
+
+def set_number(page, selector: str, value) -> None:
+    box = page.locator(selector)
+    box.fill(str(value))
+    box.press("Enter")
 
 
 # ================================================================================================ tests
@@ -201,6 +228,20 @@ def test_upload_preview_run_and_download(browser, server, app_media):
 
     page = open_page(browser, server)
     shot(page, "01-empty-page")
+    # Every setting a job takes is on the page, with what it offers.
+    for elem_id, label in {"preset": "Model preset", "steps": "DDIM steps", "guidance": "Guidance", "seed": "Seed",
+                           "loop": "Audio longer than the video", "face-select": "Face to follow",
+                           "codec": "Codec", "mask": "Mask PNG"}.items():
+        expect(page.locator(f"#{elem_id}")).to_contain_text(label)
+    expect(page.locator("#preset input")).to_have_value("tiny")  # the server's --preset
+    expect(page.locator("#steps input[type=number]")).to_have_value("2")  # and its --set steps=2
+    page.locator("#loop input").click()
+    assert [text.strip("✓ \n") for text in page.get_by_role("option").all_inner_texts()] == \
+        ["pingpong", "bounce", "loop", "hold"]
+    page.keyboard.press("Escape")
+    assert page.locator("#face-select input[type=radio]").evaluate_all("(radios) => radios.map(r => r.value)") == \
+        ["largest", "center"]
+    assert page.get_by_role("tab").all_inner_texts() == ["Lip-sync", "Batch"]
     upload(page, "video-in", app_media.video)
     upload(page, "audio-in", app_media.audio)
     expect(page.locator("#media-info")).to_contain_text("256x320, 25 fps, 2.00 s")
@@ -220,7 +261,8 @@ def test_upload_preview_run_and_download(browser, server, app_media):
     # Run: a progress bar with the stage, rate and ETA, then the player, the download link and lsync.json.
     watch_progress(page)
     page.click("#run")
-    page.wait_for_function("window.lsyncProgress.length > 0", timeout=RUN_TIMEOUT_MS)
+    # (the screenshot shows the bar at its denoise stage)
+    page.wait_for_function("window.lsyncProgress.some((text) => text.includes('denoise'))", timeout=RUN_TIMEOUT_MS)
     shot(page, "03-running")
     page.wait_for_function("document.querySelector('#status').innerText.trim().startsWith('done: ')"
                            " || document.querySelector('#status .lsync-status.error')", timeout=RUN_TIMEOUT_MS)
@@ -277,24 +319,84 @@ def test_an_unreadable_upload_shows_the_cli_error_and_the_next_run_works(browser
     page.close()
 
 
-def test_two_tabs_run_at_once_and_each_gets_its_own_output(browser, server, app_media):
-    tabs = {app_media.audio: open_page(browser, server), app_media.short_audio: open_page(browser, server)}
-    for audio, page in tabs.items():
+def test_two_tabs_run_at_once_and_each_gets_its_own_output(browser, server, app_media, tmp_path):
+    import cv2
+    import numpy as np
+
+    # Tab b picks other settings, so each job must run with its own tab's (and write its own folder).
+    mask = tmp_path / "upper two thirds.png"
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[:170] = 255  # white keeps, black is repainted
+    cv2.imwrite(str(mask), image)
+    tabs = {"a": open_page(browser, server), "b": open_page(browser, server)}
+    audios = {"a": app_media.audio, "b": app_media.short_audio}
+    for name, page in tabs.items():
         upload(page, "video-in", app_media.video)
-        upload(page, "audio-in", audio)
+        upload(page, "audio-in", audios[name])
         page.wait_for_selector("#media-info :text('audio')", timeout=30_000)
+    page = tabs["b"]
+    set_number(page, "#steps input[type=number]", 3)
+    set_number(page, "#seed input", 7)
+    choose(page, "loop", "bounce")
+    choose(page, "codec", "ffv1")
+    page.locator("#face-select label:has-text('center')").click()
+    upload(page, "mask", mask)
+    expect_file(page, "mask", mask.name)
+
     for page in tabs.values():
         page.click("#run")
     folders = {}
-    for audio, page in tabs.items():
+    for name, page in tabs.items():
         page.wait_for_selector("#status .lsync-status.ok, #status .lsync-status.error", timeout=RUN_TIMEOUT_MS)
         status = status_text(page)
         assert status.startswith("done: "), f"{status}\n{server.log_tail()}"
         page.wait_for_selector("#result-video video", timeout=30_000)
-        folders[audio] = run_folder(status)
-        shot(page, f"06-tab-{len(folders)}")
-    assert len(set(folders.values())) == 2
-    frames = {audio: check_output(folder, audio)["frames"] for audio, folder in folders.items()}
-    assert frames == {app_media.audio: 50, app_media.short_audio: 30}
+        assert video_metadata(page, "#result-video video")["error"] is None  # ffv1 plays through its H.264 copy
+        folders[name] = run_folder(status)
+        shot(page, f"06-tab-{name}")
+    assert folders["a"] != folders["b"] and {f.parent for f in folders.values()} == {server.out_dir}
+    a, b = (check_output(folders[name], audios[name]) for name in ("a", "b"))
+    assert (a["frames"], b["frames"]) == (50, 30)
+    assert a["video"].suffix == ".mp4" and b["video"].suffix == ".mkv"
+    settings = ("steps", "seed", "loop", "codec", "face_select")
+    defaults = InferConfig()  # tab a kept the page's defaults: the server's config (steps=2 from its --set)
+    assert [a["config"][key] for key in settings] == [2, defaults.seed, defaults.loop, defaults.codec,
+                                                      defaults.face_select]
+    assert [b["config"][key] for key in settings] == [3, 7, "bounce", "ffv1", "center"]
+    assert a["config"]["mask"] is None and Path(b["config"]["mask"]).name == mask.name
     for page in tabs.values():
         page.close()
+
+
+def test_the_batch_tab_runs_the_rows_of_a_pairs_csv(browser, server, app_media, tmp_path):
+    from playwright.sync_api import expect
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"video,audio,name\n{app_media.video.name},{app_media.short_audio.name},first take\n"
+                     f"{app_media.other_video.name},{app_media.short_audio.name},second\n", encoding="utf-8")
+    page = open_page(browser, server)
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-videos input[type=file]").set_input_files([str(app_media.video),
+                                                                     str(app_media.other_video)])
+    page.locator("#batch-audios input[type=file]").set_input_files([str(app_media.short_audio)])
+    page.locator("#batch-csv input[type=file]").set_input_files(str(pairs))
+    for elem_id, name in (("batch-videos", app_media.video.name), ("batch-videos", app_media.other_video.name),
+                          ("batch-audios", app_media.short_audio.name), ("batch-csv", pairs.name)):
+        expect_file(page, elem_id, name)
+    page.click("#batch-run")
+    page.wait_for_selector("#batch-status .lsync-status.ok, #batch-status .lsync-status.error",
+                           timeout=RUN_TIMEOUT_MS)
+    status = page.locator("#batch-status").inner_text().strip()
+    assert status.startswith("2 of 2 pairs done; folder "), f"{status}\n{server.log_tail()}"
+    folder = run_folder(status)
+    assert folder.parent == server.out_dir and folder.name.startswith("batch-")
+    for name in ("first take.mp4", "second.mp4"):
+        assert check_output(folder, app_media.short_audio, name)["frames"] == 30
+        expect(page.locator("#batch-table")).to_contain_text(name)
+        expect_file(page, "batch-files", name)
+    manifest = json.loads((folder / "lsync.json").read_text(encoding="utf-8"))
+    videos = {entry["output"]: Path(entry["inputs"]["video"]["path"]).name
+              for entry in manifest["summary"]["outputs"].values()}
+    assert videos == {"first take.mp4": app_media.video.name, "second.mp4": app_media.other_video.name}
+    shot(page, "07-batch")
+    page.close()
