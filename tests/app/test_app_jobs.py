@@ -298,3 +298,30 @@ def test_two_jobs_at_once_share_the_networks_and_keep_their_outputs_apart(engine
         assert outcome.playable.name.endswith(".browser.mp4") and probe(outcome.playable).video_codec == "h264"
     assert together["a"].folder != together["b"].folder
     assert engine.models.loads == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["off", "io", "full"])
+def test_progress_follows_every_pipeline_mode_to_the_end(engine, app_media, mode, tmp_path):
+    """The pipelined renderer reports from its helper threads ("io": the encoder's thread, "full": warps and
+    encoder beside the model): every stage still arrives, in order, and the denoise count only grows to the
+    output's length."""
+    from lsync.stages.infer import run as infer_run
+
+    config = dataclass_replace(TINY.apply(engine.base), pipeline=mode)
+    reports, lock = [], threading.Lock()
+
+    def on_progress(stage, done, total):
+        with lock:
+            reports.append((stage, done, total))
+
+    entry = infer_run(app_media.video, app_media.short_audio, tmp_path, config, models=engine.models.get(config),
+                      on_progress=on_progress)
+    assert entry["frames"]["total"] == 30
+    stages = list(dict.fromkeys(stage for stage, _, _ in reports))
+    assert stages == ["faces", "audio", "denoise", "encode"]
+    denoise = [(done, total) for stage, done, total in reports if stage == "denoise"]
+    assert denoise[0] == (0, 30) and denoise[-1] == (30, 30) and len(denoise) >= 3  # 30 frames: 2 chunks
+    assert [done for done, _ in denoise] == sorted(done for done, _ in denoise)
+    assert reports[-1] == ("encode", 1, 1)
+    assert engine.models.loads == 1
