@@ -34,6 +34,10 @@ def cli() -> None:
     \b
     Everything at once, offline, on a CPU:
       lsync demo                           synthetic data -> trained tiny models -> lip-synced video
+
+    \b
+    A web page for lip-syncing (pip install -e '.[app]'):
+      lsync app                            http://127.0.0.1:7860: preview a chunk, run, download
     """
 
 
@@ -187,6 +191,7 @@ def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- later stages
 def _register_commands() -> None:
+    from lsync.commands.app import app
     from lsync.commands.demo import demo
     from lsync.commands.evaluate import evaluate
     from lsync.commands.filter import filter_group
@@ -194,7 +199,7 @@ def _register_commands() -> None:
     from lsync.commands.pipeline import pipeline
     from lsync.commands.train import train
 
-    for command in (train, evaluate, filter_group, infer, pipeline, demo):
+    for command in (train, evaluate, filter_group, infer, pipeline, demo, app):
         cli.add_command(command)
 
 
