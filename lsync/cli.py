@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from lsync import __version__
-from lsync.cli_options import CONTEXT, config_options, verbosity_options
+from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_options
 from lsync.console import configure, console, is_verbose, result_console, say
 from lsync.errors import LsyncError
 
@@ -64,8 +64,8 @@ def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset:
 @verbosity_options
 def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
     """Summarise any lsync directory: kind, key config, counts, rejects by reason, metrics."""
-    from lsync.inspect import contact_sheet as draw_contact_sheet
-    from lsync.inspect import render_summary, summarize
+    from lsync.summary import contact_sheet as draw_contact_sheet
+    from lsync.summary import render_summary, summarize
 
     summary = summarize(directory)
     if contact_sheet is not None:
@@ -87,11 +87,7 @@ def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
 @click.option("--resolution", type=click.IntRange(min=64), help="Aligned face size (256; 512 for LatentSync 1.6).")
 @click.option("--min-seconds", "min_clip_seconds", type=float, help="Shortest clip.")
 @click.option("--max-seconds", "max_clip_seconds", type=float, help="Longest clip.")
-@click.option("--detector", type=click.Choice(["mediapipe", "insightface"]), help="Face detector.")
-@click.option("--detector-models", type=click.Path(path_type=Path), help="InsightFace model pack (buffalo_l).")
-@click.option("--face-select", type=click.Choice(["largest", "center"]), help="Which face to follow.")
-@click.option("--min-face", type=int, help="Reject faces smaller than this (px).")
-@click.option("--max-gap", type=int, help="Interpolate up to this many face-less frames.")
+@face_options
 @click.option("--val-fraction", type=click.FloatRange(0, 1), help="Share of sources in the val split.")
 @click.option("--workers", type=click.IntRange(min=1), help="Processes (sources are shared dynamically).")
 @click.option("--shard", help="i/n: process the i-th of n deterministic partitions (merge with lsync merge).")
@@ -104,8 +100,6 @@ def preprocess(inputs: Path, out: Path, preset: str, force: bool, config_file: P
     from lsync.config import resolve_config
     from lsync.stages.preprocess import PreprocessConfig, run
 
-    if flags.get("detector_models") is not None:
-        flags["detector_models"] = str(flags["detector_models"])
     config = resolve_config(PreprocessConfig, "preprocess", preset, config_file, flags, overrides)
     summary = run(inputs, out, config, force=force)
     _print_data_summary(out, summary)

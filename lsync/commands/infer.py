@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lsync.cli_options import CONTEXT, config_options, verbosity_options
+from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_options
 
 
 @click.command("infer", context_settings=CONTEXT)
@@ -59,6 +59,7 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.option("--frame-strip", is_flag=True, default=None,
               help="Also write <name>.strip.png: input face, mask, generated face, blended frame.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
+@face_options
 @config_options
 @verbosity_options
 def infer(video: Path | None, audio: Path | None, pairs: Path | None, from_data: Path | None, split: str, count: int,

@@ -2,16 +2,16 @@
 
 1. **Faces**: a face track (:mod:`lsync.face.track_file`: three alignment points and a box per source frame)
    comes from ``--faces FILE``, from the track cache (keyed by the video's digest and the detector settings),
-   or from detection (:func:`lsync.stages.infer_faces.detect_track`: decode every frame at 25 fps, detect in
+   or from detection (:func:`lsync.face.video.detect_track`: decode every frame at 25 fps, detect in
    batches with the preprocessing detector, track one subject); ``--save-faces`` writes it out. Its landmarks
    are smoothed and one alignment matrix is fitted per frame with the reference's ``smooth=True`` smoother
-   (:func:`lsync.stages.infer_faces.geometry_from_track`).
+   (:func:`lsync.face.video.geometry_from_track`).
 2. **Audio**: Whisper features of the whole driving audio at 16 kHz (small: ~0.4 MB per second), cut into
    per-frame windows chunk by chunk (:func:`lsync.audio.whisper.feature_window`).
 3. **Render**: the output frames are planned (:mod:`lsync.stages.infer_frames`: loop the video when the audio
    is longer - ``pingpong``, ``bounce``, ``loop`` or ``hold`` - or cut it when shorter) and streamed in
    16-frame chunks on the reference's chunk grid (:func:`model_frame_count`):
-   align the faces, lip-sync the chunk (:class:`lsync.stages.infer_denoise.ChunkSampler`), paste each face
+   align the faces, lip-sync the chunk (:class:`lsync.sampling.ChunkSampler`), paste each face
    back with the feathered mask (:func:`lsync.face.align.restore_face`) and pipe the frame to the encoder,
    which muxes the driving audio at its own sample rate and channel count. The per-frame steps of the next and
    previous chunks run on helper threads while the U-Net works (:mod:`lsync.stages.infer_render`). At most one chunk of frames (plus
@@ -54,6 +54,7 @@ import numpy as np
 from lsync.config import config_to_dict
 from lsync.console import get_logger, progress, say
 from lsync.errors import InputError, ManifestError, UsageError
+from lsync.face.config import VideoFaceConfig
 from lsync.manifest import MANIFEST_NAME, TEMP_PREFIX
 
 log = get_logger(__name__)
@@ -68,8 +69,9 @@ __all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "models_
 
 
 @dataclass
-class InferConfig:
-    """Everything that shapes an inference output (recorded in ``lsync.json``)."""
+class InferConfig(VideoFaceConfig):
+    """Everything that shapes an inference output (recorded in ``lsync.json``); the face keys are
+    :class:`~lsync.face.config.VideoFaceConfig`'s."""
 
     preset: Literal["latentsync-1.5", "latentsync-1.6", "tiny"] = "latentsync-1.5"
     unet: str | None = None  # our own U-Net: run dir, checkpoint dir, or a released-format .pt
@@ -92,18 +94,6 @@ class InferConfig:
     faces: str | None = None  # a track file (--save-faces) or a (frames, 3, 2) point array: skips detection
     save_faces: str | None = None  # write the face track here
     face_cache: str = "auto"  # track cache folder; auto: ~/.cache/lsync/face-tracks; off: no cache
-    # faces (same meaning as in PreprocessConfig)
-    detector: Literal["mediapipe", "insightface"] = "mediapipe"
-    detector_models: str | None = None
-    detect_size: int = 640
-    detect_batch: int = 8
-    max_faces: int = 4
-    face_select: Literal["largest", "center"] = "largest"
-    max_gap: int = 5
-    min_face: int = 32
-    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"
-    smooth_strength: float = 1.0
-    align_smooth: bool = True  # the reference's smooth=True translation smoothing of the matrices
     crossfade: int = 4  # frames over which the edit fades in/out next to frames without a face
     # output
     codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
@@ -207,7 +197,7 @@ def _check_out_dir(out_dir: Path, names: list[str], overwrite: bool) -> None:
 
 def load_models_for(config: InferConfig) -> InferenceModels:
     """Load the models of ``config`` once (device, dtype, threads, resolution and mask applied)."""
-    from lsync.stages.infer_denoise import load_inference_models
+    from lsync.sampling import load_inference_models
 
     tic = time.perf_counter()
     bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet,
@@ -221,7 +211,7 @@ def models_from_bundle(bundle, ids: dict[str, Any], config: InferConfig, started
     import torch
 
     from lsync.face.mask import load_mask_image
-    from lsync.stages.infer_denoise import ChunkSampler, choose_dtype, pick_device
+    from lsync.sampling import ChunkSampler, choose_dtype, pick_device
 
     started = time.perf_counter() if started is None else started
     if config.threads:
@@ -450,7 +440,7 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
     """
     from lsync.face.track_file import load_face_track
     from lsync.media.probe import probe
-    from lsync.stages.infer_faces import geometry_from_track
+    from lsync.face.video import geometry_from_track
 
     info = probe(video)
     frame_size = (info.width, info.height)
@@ -482,7 +472,7 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
 
 
 def _detect(video: Path, config: InferConfig, info, timer: StageTimer):
-    from lsync.stages.infer_faces import detect_track
+    from lsync.face.video import detect_track
 
     with progress(transient=True) as bar:
         faces_task = bar.add_task("faces", total=info.frames_at(FPS), unit="frames")
@@ -495,7 +485,7 @@ def _detect(video: Path, config: InferConfig, info, timer: StageTimer):
 def _track_cache_path(config: InferConfig, video_digest: str | None) -> Path | None:
     """The track cache entry of this video and detector settings (None: cache off or no digest)."""
     from lsync.face.track_file import cached_track_path
-    from lsync.stages.infer_faces import detector_settings
+    from lsync.face.video import detector_settings
     from lsync.weights import default_cache_dir
 
     if config.face_cache == "off" or video_digest is None:
