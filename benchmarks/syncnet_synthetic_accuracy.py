@@ -138,7 +138,8 @@ def run_once(args, data: Path, run_dir: Path, overrides: list[str]) -> dict:
     summary, checkpoints, train_s = train_with_marks(data, run_dir, config, marks)
 
     records = read_records(run_dir / "metrics.jsonl")
-    curve = [(r["step"], r["time_s"], r["val/accuracy"]) for r in records if "val/accuracy" in r]
+    # a validation between two log lines has no time of its own
+    curve = [(r["step"], r.get("time_s"), r["val/accuracy"]) for r in records if "val/accuracy" in r]
     speeds = [r["samples_per_s"] for r in records if "samples_per_s" in r]
     evaluations = {}
     for label, checkpoint in checkpoints.items():
@@ -161,7 +162,8 @@ def run_once(args, data: Path, run_dir: Path, overrides: list[str]) -> dict:
         "median_samples_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None,
         "chance_plateaus": summary.get("chance_plateaus", []),
         "trainer_val_best": max((acc for _, _, acc in curve), default=None),
-        "trainer_val_curve": [{"step": s, "minutes": round(t / 60, 2), "accuracy": round(a, 4)} for s, t, a in curve],
+        "trainer_val_curve": [{"step": s, "minutes": round(t / 60, 2) if t is not None else None, "accuracy": round(a, 4)}
+                              for s, t, a in curve],
         "evaluation": evaluations,
     }
 
