@@ -166,7 +166,9 @@ def evaluate(source: str | Path, data_dir: str | Path, config: EvalSyncNetConfig
                              other_clip_negatives=other, positive_fraction=0.5)
     keys = evaluation_keys(dataset, config.pairs)
     with torch.no_grad():
-        pairs = evaluate_pairs(loaded.model, dataset, keys, config.batch_size, device)
+        # The loss is the run's own (logit scale and all); accuracy and AUC do not depend on it.
+        logit_scale = loaded.run_config.loss.logit_scale if loaded.run_config else None
+        pairs = evaluate_pairs(loaded.model, dataset, keys, config.batch_size, device, logit_scale=logit_scale)
     errors = np.array(offset_errors(loaded.model, dataset, config.max_offset, config.offset_stride,
                                     config.batch_size, device))
     result = {

@@ -24,6 +24,7 @@ from lsync.console import get_logger, say
 from lsync.errors import ConfigError
 from lsync.manifest import describe_input, write_manifest
 from lsync.training.loop import LoopConfig
+from lsync.training.plateau import ChancePlateau
 from lsync.training.run_dir import CONFIG_FILE, prepare_run_dir, run_summary
 
 log = get_logger(__name__)
@@ -57,9 +58,27 @@ class SyncNetDataSection:
 
 
 @dataclass
+class SyncNetLossSection:
+    """The sync loss. ``logit_scale: null`` is the reference (BCE on the raw cosine, LatentSync's recipe)."""
+
+    # BCE on sigmoid(logit_scale * (cos - 0.5)): same threshold, gradients that do not vanish (models.syncnet)
+    logit_scale: float | None = None
+
+
+@dataclass
+class SyncNetPlateauSection:
+    """Warn while training when validation stays at chance (accuracy and ROC AUC within ``band`` of 0.5)."""
+
+    steps: int = 2000  # optimizer steps at chance before the warning; 0 = never warn
+    band: float = 0.05
+
+
+@dataclass
 class TrainSyncNetConfig:
     model: SyncNetModelSection = field(default_factory=SyncNetModelSection)
     data: SyncNetDataSection = field(default_factory=SyncNetDataSection)
+    loss: SyncNetLossSection = field(default_factory=SyncNetLossSection)
+    plateau: SyncNetPlateauSection = field(default_factory=SyncNetPlateauSection)
     train: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-5, batch_size=256))
     init: str | None = None  # weights to fine-tune from (stable_syncnet.pt, safetensors, or a checkpoint dir)
 
@@ -127,16 +146,20 @@ def load_init_weights(model, path: str | Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- step functions
-def syncnet_step(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One micro-batch: BCE of the cosine similarity against the label, and the accuracy at 0.5."""
+def syncnet_step(model, batch: dict[str, torch.Tensor], logit_scale: float | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """One micro-batch: the sync loss (BCE, see :func:`~lsync.models.syncnet.cosine_loss`) and the accuracy at
+    cos 0.5."""
     from lsync.models.syncnet import cosine_loss, sync_accuracy
 
     vision, audio = model(batch["images"], batch["mel"])
     label = batch["label"]
-    return {"loss": cosine_loss(vision, audio, label), "accuracy": sync_accuracy(vision, audio, label)}
+    return {"loss": cosine_loss(vision, audio, label, logit_scale=logit_scale),
+            "accuracy": sync_accuracy(vision, audio, label)}
 
 
-def evaluate_pairs(model, dataset, keys, batch_size: int, device: torch.device) -> dict[str, Any]:
+def evaluate_pairs(model, dataset, keys, batch_size: int, device: torch.device,
+                   logit_scale: float | None = None) -> dict[str, Any]:
     """Cosine similarities and labels of ``dataset[key]`` for ``keys``, with mean loss and accuracy."""
     from lsync.models.syncnet import cosine_loss, cosine_similarity
 
@@ -149,10 +172,25 @@ def evaluate_pairs(model, dataset, keys, batch_size: int, device: torch.device) 
         vision, audio = model(images, mel)
         sims.append(cosine_similarity(vision.float(), audio.float()).cpu())
         labels.append(label.cpu())
-        losses.append(cosine_loss(vision, audio, label, reduction="none").cpu())
+        losses.append(cosine_loss(vision, audio, label, reduction="none", logit_scale=logit_scale).cpu())
     sim, label = torch.cat(sims), torch.cat(labels)
     return {"similarity": sim, "label": label, "loss": float(torch.cat(losses).mean()),
             "accuracy": float(((sim > 0.5) == label.bool()).float().mean())}
+
+
+def plateau_hints(config: TrainSyncNetConfig) -> list[str]:
+    """What to try when the run sits at chance, given its own settings."""
+    hints = []
+    if config.loss.logit_scale is None:
+        hints.append("a logit scale on the cosine (--set loss.logit_scale=10: BCE on the raw cosine has tiny "
+                     "gradients)")
+    hints.append(f"a larger learning rate (--set train.lr={config.train.lr * 10:g}; small data sets need far more "
+                 "than the reference's 1e-5)")
+    if config.train.warmup_steps == 0:
+        hints.append("a warm-up (--set train.warmup_steps=100)")
+    hints.append("more clips, or checking that they are in sync and the mouth is visible (lsync eval sync, "
+                 "lsync filter sync)")
+    return hints
 
 
 # ----------------------------------------------------------------------------------------------- the stage
@@ -166,6 +204,7 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
     Ctrl-C stops after the current step with a checkpoint and raises ``KeyboardInterrupt``.
     """
     from lsync.data.syncnet_dataset import SyncNetDataset, evaluation_keys, load_clips, read_clip_records
+    from lsync.stages.eval_syncnet import roc_auc
     from lsync.training import checkpointing as ckpt
     from lsync.training.accelerate_setup import make_accelerator
     from lsync.training.loop import Trainer
@@ -200,10 +239,19 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
         val_keys = evaluation_keys(val_set, d.val_samples)
 
         def validate(bare_model):
-            result = evaluate_pairs(bare_model, val_set, val_keys, config.train.batch_size, accelerator.device)
-            return {"loss": result["loss"], "accuracy": result["accuracy"]}
+            result = evaluate_pairs(bare_model, val_set, val_keys, config.train.batch_size, accelerator.device,
+                                    logit_scale=config.loss.logit_scale)
+            auc = roc_auc(result["similarity"].numpy(), result["label"].numpy())
+            warning = plateau.update(trainer.step, result["accuracy"], auc, result["loss"])
+            if warning:
+                log.warning("syncnet: %s", warning)
+            return {"loss": result["loss"], "accuracy": result["accuracy"], "roc_auc": auc}
 
-    trainer = Trainer(run_dir, model, towers, config.train, train_set, syncnet_step, validate_fn=validate,
+    def step(model, batch):
+        return syncnet_step(model, batch, config.loss.logit_scale)
+
+    plateau = ChancePlateau(config.plateau.steps, config.plateau.band, plateau_hints(config))
+    trainer = Trainer(run_dir, model, towers, config.train, train_set, step, validate_fn=validate,
                       accelerator=accelerator, description="syncnet", on_step_end=on_step_end)
     if accelerator.is_main_process:
         say(f"syncnet: {len(train_clips)} train clips ({len(train_set)} windows), {len(val_clips)} val clips; "
@@ -220,6 +268,8 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
         summary = run_summary(run_dir, result)
         latest = ckpt.latest_checkpoint(run_dir)
         summary["checkpoint"] = str(latest.relative_to(run_dir)) if latest else None
+        if plateau.reports:
+            summary["chance_plateaus"] = plateau.reports
         write_manifest(run_dir, RUN_KIND, config_to_dict(config), inputs=[describe_input(data_dir)], summary=summary)
     accelerator.wait_for_everyone()
     return summary
