@@ -9,7 +9,7 @@ import torch
 
 from lsync.config import list_presets, resolve_config
 from lsync.models.syncnet import StableSyncNet
-from lsync.stages.train_syncnet import TrainSyncNetConfig, model_config
+from lsync.training.syncnet_recipe import TrainSyncNetConfig, model_config
 
 
 def preset(name: str) -> TrainSyncNetConfig:

@@ -320,7 +320,7 @@ def test_eval_reports_accuracy_auc_and_offset_accuracy(four_step_run, sync_data)
 
 
 def test_roc_auc_counts_ties_as_half():
-    from lsync.stages.eval_syncnet import roc_auc
+    from lsync.training.syncnet_recipe import roc_auc
 
     assert roc_auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
     assert roc_auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0
