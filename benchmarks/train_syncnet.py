@@ -85,8 +85,8 @@ def train_step_row(preset: str, device: torch.device, amp: torch.dtype | None, b
     model, _ = build_model(config.model)
     model = model.to(device).train()
     inputs = random_batch(batch, config.model.image_size, device)
-    step = training_step(model, lambda m: syncnet_step(m, inputs)["loss"], device, amp, config.train.lr,
-                         config.train.max_grad_norm)
+    step = training_step(model, lambda m: syncnet_step(m, inputs, config.loss.logit_scale)["loss"], device, amp,
+                         config.train.lr, config.train.max_grad_norm)
 
     release_memory(device)
     with PeakMemory(device) as memory:

@@ -303,9 +303,9 @@ def load_scorer(metric: str, syncnet: str | None, device: torch.device, batch_si
         return SyncNetV2Scorer(syncnet_v2.load_syncnet_v2(syncnet, device), device, batch_size)
     if metric != "stable":
         raise UsageError(f"unknown sync metric {metric!r}", "use --metric stable or --metric syncnet-v2")
-    from lsync.stages.eval_syncnet import EvalSyncNetConfig, load_for_eval
+    from lsync.training.syncnet_recipe import load_syncnet
 
-    loaded = load_for_eval(syncnet, EvalSyncNetConfig(image_size=image_size, geometry=geometry), device)
+    loaded = load_syncnet(syncnet, device, image_size=image_size, geometry=geometry)
     scorer = StableSyncNetScorer(loaded.model, loaded.image_size, device, batch_size)
     scorer.source = str(loaded.source)
     return scorer

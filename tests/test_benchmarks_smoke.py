@@ -158,3 +158,22 @@ def test_gpu_benchmark_builds_the_released_geometry_and_needs_cuda(capsys):
     assert list(bundle.vae.config.block_out_channels) == [128, 256, 512, 512]
     if not torch.cuda.is_available():
         assert main([]) == 2 and "needs a GPU" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- syncnet accuracy
+def test_syncnet_ablation_rows_start_at_the_old_recipe_and_end_at_the_shipped_preset():
+    from lsync.config import resolve_config
+    from lsync.stages.train_syncnet import TrainSyncNetConfig
+
+    bench = _load("syncnet_synthetic_accuracy", REPO_ROOT / "benchmarks" / "syncnet_synthetic_accuracy.py")
+    shipped = resolve_config(TrainSyncNetConfig, "syncnet", "tiny")
+    before = resolve_config(TrainSyncNetConfig, "syncnet", "tiny", overrides=bench.BEFORE)
+    assert bench.CHANGES[0][1] == []  # the first row is the old recipe itself
+    undone = [o for _, overrides in bench.CHANGES for o in overrides]
+    assert sorted(undone) == sorted(bench.BEFORE)  # every change gets a row, and the last row is the preset
+    for override in bench.BEFORE:  # each override really reverts something the preset now sets
+        alone = resolve_config(TrainSyncNetConfig, "syncnet", "tiny", overrides=[override])
+        assert alone != shipped, override
+    assert before.loss.logit_scale is None and before.train.num_workers == 1
+    assert bench.parse_marks("5,10,15", 15) == [5, 10, 15]
+    assert bench.parse_marks("5,10,15", 8) == [5, 8]

@@ -296,18 +296,26 @@ def cosine_similarity(vision_embeds: torch.Tensor, audio_embeds: torch.Tensor) -
 
 
 def cosine_loss(vision_embeds: torch.Tensor, audio_embeds: torch.Tensor, y: torch.Tensor,
-                reduction: str = "mean") -> torch.Tensor:
+                reduction: str = "mean", logit_scale: float | None = None) -> torch.Tensor:
     """SyncNet loss: binary cross-entropy between the cosine similarity and the label ``y`` (1 = in sync).
 
     ``y`` is (B,) or (B, 1). ``reduction="none"`` gives the per-sample loss (B,), ``"mean"`` the scalar the
     trainer uses. Computed in float32 (BCE is not autocast-safe). The embeddings come after a ReLU, so the
     similarity lies in [0, 1]; the clamp only removes rounding overshoot that BCE would reject.
+
+    ``logit_scale=None`` is the reference loss, BCE on the raw cosine. With a scale ``s`` the probability is
+    ``sigmoid(s * (cos - 0.5))`` instead: the decision threshold stays at cos 0.5 (what :func:`sync_accuracy`
+    and the sync filter use), but the gradient near it is ``s / 4`` times the logit's rather than the tiny
+    slope of a probability confined to [0, 1] - the same trick as the temperature of contrastive models.
     """
     # autocast refuses BCE outright (even on float32 inputs), so it is switched off around it.
     with torch.autocast(device_type=vision_embeds.device.type, enabled=False):
         sims = cosine_similarity(vision_embeds.float(), audio_embeds.float()).clamp(0.0, 1.0)
         target = y.reshape(-1).to(sims.dtype)
-        return F.binary_cross_entropy(sims, target, reduction=reduction)
+        if logit_scale is None:
+            return F.binary_cross_entropy(sims, target, reduction=reduction)
+        logits = float(logit_scale) * (sims - 0.5)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
 
 
 sync_loss = cosine_loss

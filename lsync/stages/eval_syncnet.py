@@ -22,16 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsync.config import config_from_dict, load_yaml
 from lsync.console import get_logger, progress
-from lsync.errors import InputError
 from lsync.manifest import atomic_write_json
+from lsync.training.syncnet_recipe import NUM_FRAMES, evaluate_pairs, load_syncnet, roc_auc
 
 log = get_logger(__name__)
-
-#: Face sizes tried when neither the run nor the user says which one a checkpoint's geometry takes.
-CANDIDATE_IMAGE_SIZES = (256, 64, 128, 512, 32)
-
 
 @dataclass
 class EvalSyncNetConfig:
@@ -47,76 +42,7 @@ class EvalSyncNetConfig:
     cpu: bool = False
 
 
-@dataclass
-class LoadedSyncNet:
-    model: Any
-    image_size: int
-    source: Path
-    run_config: Any | None  # the TrainSyncNetConfig of the run, when known
-
-
-# ----------------------------------------------------------------------------------------------- the model
-def load_for_eval(source: str | Path, config: EvalSyncNetConfig, device: torch.device) -> LoadedSyncNet:
-    """A StableSyncNet in eval mode from a run directory, a checkpoint directory or a weights file."""
-    from lsync.checkpoints import WEIGHTS_NAME, load_model_config, load_model_weights
-    from lsync.models.syncnet import StableSyncNet
-    from lsync.stages.train_syncnet import (
-        CONFIG_FILE, SyncNetModelSection, TrainSyncNetConfig, load_init_weights, model_config)
-    from lsync.training.checkpointing import latest_checkpoint
-
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path} does not exist", "pass a run directory, a checkpoint directory or a weights file")
-    run_config = None
-    if path.is_dir() and (path / CONFIG_FILE).is_file():  # a run directory
-        run_config = config_from_dict(TrainSyncNetConfig, load_yaml(path / CONFIG_FILE), str(path / CONFIG_FILE))
-        checkpoint = latest_checkpoint(path)
-        if checkpoint is None:
-            raise InputError(f"run {path} has no checkpoint yet", "train it first (lsync train syncnet)")
-        path = checkpoint
-    elif path.is_dir() and (path.parent.parent / CONFIG_FILE).is_file():  # runs/x/checkpoints/step-N
-        parent = path.parent.parent / CONFIG_FILE
-        run_config = config_from_dict(TrainSyncNetConfig, load_yaml(parent), str(parent))
-    if path.is_dir():
-        if not (path / WEIGHTS_NAME).is_file():
-            raise InputError(f"{path} holds no {WEIGHTS_NAME}", "pass a run or checkpoint directory of lsync")
-        towers = load_model_config(path)
-        model = load_model_weights(StableSyncNet(towers), path)
-    else:
-        towers = model_config(SyncNetModelSection(geometry=config.geometry))
-        model = StableSyncNet(towers)
-        load_init_weights(model, path)
-    image_size = config.image_size or (run_config.model.image_size if run_config else _find_image_size(towers))
-    return LoadedSyncNet(model.to(device).eval(), image_size, path, run_config)
-
-
-def _find_image_size(towers: dict[str, Any]) -> int:
-    from lsync.errors import ConfigError
-    from lsync.stages.train_syncnet import check_geometry
-
-    for size in CANDIDATE_IMAGE_SIZES:
-        try:
-            check_geometry(towers, size)
-        except ConfigError:
-            continue
-        return size
-    raise ConfigError("cannot tell which face size this SyncNet takes", "pass --image-size")
-
-
 # ----------------------------------------------------------------------------------------------- metrics
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve: the probability that a random positive outscores a random negative (ties 1/2),
-    computed from ranks (Mann-Whitney U)."""
-    from scipy.stats import rankdata
-
-    positives = labels.astype(bool)
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 @torch.no_grad()
 def offset_errors(model, dataset, max_offset: int, stride: int, batch_size: int, device: torch.device) -> list[int]:
     """Per video window, the offset (frames) of the best-matching audio window minus the true one (0)."""
@@ -152,11 +78,10 @@ def evaluate(source: str | Path, data_dir: str | Path, config: EvalSyncNetConfig
     """Evaluate a SyncNet on ``config.split`` of ``data_dir``; writes the JSON to ``out`` (default: beside the
     model, ``eval-syncnet-<split>.json``) and returns it."""
     from lsync.data.syncnet_dataset import SyncNetDataset, evaluation_keys, load_clips, read_clip_records
-    from lsync.stages.train_syncnet import NUM_FRAMES, evaluate_pairs
 
     device = torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
     records = read_clip_records(data_dir, config.split)
-    loaded = load_for_eval(source, config, device)
+    loaded = load_syncnet(source, device, image_size=config.image_size, geometry=config.geometry)
     data_section = loaded.run_config.data if loaded.run_config else None
     cache_root = data_section.cache_dir if data_section else None
     clips = load_clips(data_dir, records, loaded.image_size, cache_root)
@@ -166,7 +91,9 @@ def evaluate(source: str | Path, data_dir: str | Path, config: EvalSyncNetConfig
                              other_clip_negatives=other, positive_fraction=0.5)
     keys = evaluation_keys(dataset, config.pairs)
     with torch.no_grad():
-        pairs = evaluate_pairs(loaded.model, dataset, keys, config.batch_size, device)
+        # The loss is the run's own (logit scale and all); accuracy and AUC do not depend on it.
+        logit_scale = loaded.run_config.loss.logit_scale if loaded.run_config else None
+        pairs = evaluate_pairs(loaded.model, dataset, keys, config.batch_size, device, logit_scale=logit_scale)
     errors = np.array(offset_errors(loaded.model, dataset, config.max_offset, config.offset_stride,
                                     config.batch_size, device))
     result = {

@@ -256,14 +256,14 @@ def build_trepa(config: TrainUNetConfig, device: torch.device):
 
 def load_syncnet(config: TrainUNetConfig, device: torch.device) -> SyncScorer | None:
     """The frozen SyncNet of ``--syncnet`` (run, checkpoint or weights file), else the preset's file, else None."""
-    from lsync.stages.eval_syncnet import EvalSyncNetConfig, load_for_eval
+    from lsync.training.syncnet_recipe import load_syncnet
 
     source = Path(config.syncnet) if config.syncnet else None
     if source is None and config.model.weights != "tiny":
         source = preset_file(config.model, "syncnet")
     if source is None:
         return None
-    loaded = load_for_eval(source, EvalSyncNetConfig(), device)
+    loaded = load_syncnet(source, device)
     return SyncScorer(loaded.model.requires_grad_(False).eval(), loaded.image_size)
 
 

@@ -80,6 +80,35 @@ def test_cosine_loss_is_bce_of_the_similarity():
     assert sync_accuracy(vision, audio, y).item() == pytest.approx(1.0)
 
 
+def test_a_logit_scale_gives_bce_of_the_scaled_cosine_with_the_same_threshold():
+    vision = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.6, 0.8]])
+    audio = torch.tensor([[0.6, 0.8], [0.6, 0.8], [1.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    cos = torch.tensor([0.6, 1.0, 0.0, 0.6])
+    scale = 10.0
+    p = torch.sigmoid(scale * (cos - 0.5))
+    expected = -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    torch.testing.assert_close(cosine_loss(vision, audio, y, reduction="none", logit_scale=scale), expected)
+    torch.testing.assert_close(cosine_loss(vision, audio, y, logit_scale=scale), expected.mean())
+    # a pair exactly at the threshold costs ln 2 under both losses: chance is the same number
+    half = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.75 ** 0.5]]), torch.tensor([1.0])
+    assert cosine_loss(*half).item() == pytest.approx(0.6931, abs=1e-4)
+    assert cosine_loss(*half, logit_scale=scale).item() == pytest.approx(0.6931, abs=1e-4)
+
+
+def test_a_logit_scale_steepens_the_gradient_at_the_threshold():
+    """At cos c ~ 0.5 a negative's raw BCE has slope 1 / (1 - c) ~ 2 in c; with scale s it is s sigmoid(.) ~ s / 2."""
+    def gradient(logit_scale):
+        angle = torch.tensor(1.0472 - 0.05, requires_grad=True)  # cos a little above 0.5
+        vision = torch.stack([torch.cos(angle), torch.sin(angle)])[None]
+        audio = torch.tensor([[1.0, 0.0]])
+        cosine_loss(vision, audio, torch.tensor([0.0]), logit_scale=logit_scale).backward()
+        return abs(angle.grad.item())
+
+    assert gradient(10.0) > 1.2 * gradient(None)
+    assert gradient(20.0) > 1.8 * gradient(10.0)
+
+
 def test_packing_is_frame_major_and_keeps_the_lower_half():
     frames = torch.arange(2 * 16 * 3 * 6 * 4, dtype=torch.float32).reshape(2, 16, 3, 6, 4)
     packed = pack_frames_for_syncnet(frames)

@@ -228,6 +228,31 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(four_step_run, 
     assert isinstance(changed.exception, ConfigError) and "train.lr" in str(changed.exception)
 
 
+def test_a_chance_plateau_is_warned_about_while_training(sync_data, cache_dir, tmp_path, caplog):
+    """The stage feeds every validation to the watch: with a band that counts everything as chance and a patience
+    of one step, the first validation warns (with what to try) and the summary records it."""
+    run = tmp_path / "stuck run"
+    caplog.set_level("WARNING", logger="lsync")
+    result = train_cli(sync_data, run, "--max-steps", "3", "--set", f"data.cache_dir={cache_dir}",
+                       "--set", "train.val_every=1", "--set", "plateau.steps=1", "--set", "plateau.band=0.51",
+                       "--set", "loss.logit_scale=null")
+    assert result.exit_code == 0, (result.output, result.exception)
+    warnings = [r.getMessage() for r in caplog.records if "stuck at chance" in r.getMessage()]
+    assert len(warnings) == 1 and "step 1:" in warnings[0]
+    assert "loss.logit_scale=10" in warnings[0] and "train.lr=" in warnings[0]  # what to try, from its settings
+    summary = read_manifest(run)["summary"]
+    assert [p["step"] for p in summary["chance_plateaus"]] == [1]
+    records = read_records(run / "metrics.jsonl")
+    assert all(0.0 <= r["val/roc_auc"] <= 1.0 for r in records)
+
+    quiet = tmp_path / "watch off"
+    caplog.clear()
+    result = train_cli(sync_data, quiet, "--max-steps", "2", "--set", f"data.cache_dir={cache_dir}",
+                       "--set", "train.val_every=1", "--set", "plateau.steps=0")
+    assert result.exit_code == 0 and not any("stuck at chance" in r.getMessage() for r in caplog.records)
+    assert "chance_plateaus" not in read_manifest(quiet)["summary"]
+
+
 def test_init_loads_weights_strictly(four_step_run, sync_data, cache_dir, tmp_path):
     weights = four_step_run / "checkpoints" / "step-000004" / "model.safetensors"
     run = tmp_path / "finetune"
@@ -295,7 +320,7 @@ def test_eval_reports_accuracy_auc_and_offset_accuracy(four_step_run, sync_data)
 
 
 def test_roc_auc_counts_ties_as_half():
-    from lsync.stages.eval_syncnet import roc_auc
+    from lsync.training.syncnet_recipe import roc_auc
 
     assert roc_auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
     assert roc_auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0
