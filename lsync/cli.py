@@ -97,7 +97,10 @@ def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
 @click.option("--max-seconds", "max_clip_seconds", type=float, help="Longest clip.")
 @click.option("--detector", type=click.Choice(["mediapipe", "insightface"]), help="Face detector.")
 @click.option("--detector-models", type=click.Path(path_type=Path), help="InsightFace model pack (buffalo_l).")
-@click.option("--face-select", type=click.Choice(["largest", "center"]), help="Which face to follow.")
+@click.option("--face-select", metavar="RULE",
+              help="Which face to follow: largest, center, speaker (in sync with the source's own audio, per shot; "
+                   "needs --syncnet), X,Y (the face whose box holds that pixel) or track:N (lsync infer --list-faces).")
+@click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or stable_syncnet.pt.")
 @click.option("--min-face", type=int, help="Reject faces smaller than this (px).")
 @click.option("--max-gap", type=int, help="Interpolate up to this many face-less frames.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1), help="Share of sources in the val split.")

@@ -98,12 +98,19 @@ class InferConfig:
     detect_size: int = 640
     detect_batch: int = 8
     max_faces: int = 4
-    face_select: Literal["largest", "center"] = "largest"
+    # largest | center | speaker | X,Y | track:N (lsync.face.select; track numbers from --list-faces)
+    face_select: str = "largest"
     max_gap: int = 5
     min_face: int = 32
     smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"
     smooth_strength: float = 1.0
     align_smooth: bool = True  # the reference's smooth=True translation smoothing of the matrices
+    # face_select=speaker: every face track scored against the video's own audio (lsync.stages.face_select)
+    syncnet: str | None = None  # a syncnet run, checkpoint dir or stable_syncnet.pt (syncnet_v2.model for v2)
+    speaker_metric: Literal["stable", "syncnet-v2"] = "stable"
+    speaker_min_conf: float | None = None  # None: the metric's default (face_select.SPEAKER_MIN_CONF)
+    speaker_max_offset: int = 3  # a speaking face's best audio offset lies within this many frames of 0
+    speaker_min_seconds: float = 1.0  # shorter tracks are not scored
     crossfade: int = 4  # frames over which the edit fades in/out next to frames without a face
     # output
     codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
@@ -163,6 +170,15 @@ def _check_inputs(video: Path, audio: Path, config: InferConfig | None = None):
     video_info = probe(video).require(video=True, audio=False)
     audio_info = probe(audio).require(video=False, audio=True)
     if config is not None:
+        from lsync.stages.face_select import face_select_rule
+
+        rule = face_select_rule(config)
+        if rule.mode == "speaker" and config.faces is None:
+            if not Path(config.syncnet).expanduser().exists():
+                raise InputError(f"--syncnet {config.syncnet} does not exist", "pass a SyncNet run or checkpoint")
+            if not video_info.has_audio:
+                raise InputError(f"--face-select speaker scores the faces of {video} against its own soundtrack, "
+                                 "and it has no audio stream", "choose the face with --face-select X,Y or track:N")
         for path, what, fix in ((config.faces, "--faces", "pass a track saved with --save-faces or a .npy array"),
                                 (config.mask, "--mask", "pass a PNG: white keeps, black is repainted")):
             if path is not None and not Path(path).expanduser().is_file():
@@ -310,7 +326,8 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}infer-", dir=out_dir))
     started = time.perf_counter()
     inputs = {"video": describe_input(pair.video, "video"), "audio": describe_input(pair.audio, "audio")}
-    for role, path in (("faces", config.faces), ("mask", config.mask)):
+    speaker = config.face_select.strip().lower() == "speaker" and config.faces is None
+    for role, path in (("faces", config.faces), ("mask", config.mask), ("syncnet", config.syncnet if speaker else None)):
         if path is not None:
             inputs[role] = describe_input(Path(path).expanduser(), role)
     try:
@@ -333,6 +350,8 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
         "models": models.ids,
         "parameters": config_to_dict(config),
         "frames": frames,
+        **({"face_selection": frames["face_source"].pop("face_selection")}
+           if "face_selection" in frames["face_source"] else {}),
         "timings_s": timer.as_dict(),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
@@ -476,17 +495,21 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
         source["saved_to"] = str(saved.resolve())
         log.info("face track saved to %s", saved)
     source.update(track.counts())
+    if "face_selection" in track.settings:
+        source["face_selection"] = track.settings["face_selection"]
     with timer("align_fit"):
         geometry = geometry_from_track(track, config, resolution, fps=FPS, frame_size=frame_size)
     return geometry, source
 
 
 def _detect(video: Path, config: InferConfig, info, timer: StageTimer):
+    from lsync.stages.face_select import detect_selected_track, face_select_rule
     from lsync.stages.infer_faces import detect_track
 
+    detect = detect_selected_track if face_select_rule(config).multi_track else detect_track
     with progress(transient=True) as bar:
         faces_task = bar.add_task("faces", total=info.frames_at(FPS), unit="frames")
-        track, timings = detect_track(video, config, fps=FPS, on_frames=lambda n: bar.update(faces_task, advance=n))
+        track, timings = detect(video, config, fps=FPS, on_frames=lambda n: bar.update(faces_task, advance=n))
     timer.seconds["decode"] += timings.pop("decode", 0.0)
     timer.seconds["detect"] += sum(timings.values())
     return track
@@ -498,10 +521,15 @@ def _track_cache_path(config: InferConfig, video_digest: str | None) -> Path | N
     from lsync.stages.infer_faces import detector_settings
     from lsync.weights import default_cache_dir
 
+    from lsync.stages.face_select import selection_settings
+
     if config.face_cache == "off" or video_digest is None:
         return None
     root = default_cache_dir() / "face-tracks" if config.face_cache == "auto" else Path(config.face_cache).expanduser()
-    return cached_track_path(root, video_digest, detector_settings(config))
+    settings = detector_settings(config)
+    if config.faces is None and (chosen := selection_settings(config))["face_select"] not in ("largest", "center"):
+        settings = {**settings, **chosen}  # the SyncNet and its thresholds decide the face too
+    return cached_track_path(root, video_digest, settings)
 
 
 def _cached_track(path: Path | None, video: Path, frame_size: tuple[int, int], video_digest: str | None):
