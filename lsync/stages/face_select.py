@@ -159,12 +159,13 @@ def video_soundtrack(video: str | Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- a video
 def detect_selected_track(video: str | Path, config: Any, fps: float = FPS,
-                          on_frames: Callable[[int], None] | None = None):
+                          on_frames: Callable[[int], None] | None = None, scorer=None):
     """Detect every face of ``video``, track them all and keep the one ``config.face_select`` names.
 
     Returns ``(FaceTrack, timings)`` like :func:`lsync.stages.infer_faces.detect_track`; the track's
     ``settings["face_selection"]`` is the report of :func:`lsync.face.select.select_faces` (every track, and for
-    ``speaker`` every score and the choice per shot).
+    ``speaker`` every score and the choice per shot). ``scorer``: a SyncNet scorer to use instead of loading
+    ``config.syncnet``.
     """
     import time
 
@@ -176,7 +177,7 @@ def detect_selected_track(video: str | Path, config: Any, fps: float = FPS,
     detection = detect_faces(video, config, fps=fps, on_frames=on_frames, shots=rule.multi_track)
     tic = time.perf_counter()
     selected = choose_face(video, detection.faces, detection.cuts, detection.frame_size, config,
-                           lambda: video_soundtrack(video))
+                           lambda: video_soundtrack(video), scorer=scorer)
     track = FaceTrack.from_segments(selected.segments, len(detection.faces), frame_size=detection.frame_size,
                                     settings={**detector_settings(config), "face_selection": selected.report})
     detection.timings["track"] = time.perf_counter() - tic
