@@ -105,6 +105,12 @@ class Track:
         return self.segment.bboxes.mean(axis=0)
 
     @property
+    def size(self) -> float:
+        """Median short side of the face box (px): what ``min_face`` is compared with."""
+        boxes = self.segment.bboxes
+        return float(np.median(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+
+    @property
     def mean_area(self) -> float:
         boxes = self.segment.bboxes
         return float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
@@ -112,14 +118,15 @@ class Track:
     def summary(self) -> dict[str, Any]:
         """What ``--list-faces`` prints and ``lsync.json`` records."""
         return {"id": self.id, "start": self.start, "end": self.end, "frames": len(self.segment),
-                "detected_frames": self.detected, "mean_box": [round(float(v), 1) for v in self.mean_box]}
+                "detected_frames": self.detected, "mean_box": [round(float(v), 1) for v in self.mean_box],
+                "size_px": round(self.size, 1)}
 
 
 def track_all_faces(
     per_frame_faces: Sequence[Sequence[Face]],
     cuts: Sequence[int] = (),
     max_gap: int = 5,
-    min_face: float = 50,
+    min_face: float = 0,
     min_frames: int = 5,
     min_iou: float = 0.3,
     max_center_shift: float = 0.5,
@@ -133,7 +140,8 @@ def track_all_faces(
     Args:
         per_frame_faces: the faces of every frame (any order).
         cuts: frames that start a new shot.
-        min_face: faces narrower or lower than this many pixels are ignored.
+        min_face: faces narrower or lower than this many pixels are ignored (the stages track every face, so that
+            the numbering of ``--list-faces`` does not depend on ``--min-face``, and filter whole tracks later).
         min_frames: shorter tracks (detector flicker) are dropped before numbering.
     Returns:
         tracks numbered from 1 in order of their first frame, then left to right.
@@ -213,28 +221,34 @@ def select_faces(
     """The segments of the face ``face_select`` names.
 
     ``largest`` and ``center`` are :func:`~lsync.face.track.track_faces` unchanged. The other rules track every
-    face (:func:`track_all_faces`); ``speaker`` needs ``score_tracks`` (track pieces -> :class:`TrackScore`) and
+    face (:func:`track_all_faces`, numbered whatever their size); only tracks whose median face size reaches
+    ``min_face`` can be chosen. ``speaker`` needs ``score_tracks`` (track pieces -> :class:`TrackScore`) and
     takes ``speaker_options`` (``min_conf``, ``max_offset``, ``min_frames``, see :func:`select_speaker`).
+    A named track that is not there (or too small) gives an empty choice with ``report["missing"]`` (and
+    ``report["too_small"]``, its size).
     """
     rule = parse_face_select(face_select)
     if not rule.multi_track:
         segments = track_faces(per_frame_faces, face_select=rule.mode, frame_size=frame_size, max_gap=max_gap,
                                min_face=min_face)
         return SelectedFaces(segments, {"rule": rule.mode})
-    tracks = track_all_faces(per_frame_faces, cuts=cuts, max_gap=max_gap, min_face=min_face)
+    tracks = track_all_faces(per_frame_faces, cuts=cuts, max_gap=max_gap)
+    selectable = [t for t in tracks if t.size >= min_face]
     listed = [t.summary() for t in tracks]
     if rule.mode == "speaker":
         if score_tracks is None:
             raise ValueError("face_select='speaker' needs a SyncNet scorer (score_tracks)")
-        chosen, shots = select_speaker(tracks, len(per_frame_faces), cuts, score_tracks, warn=warn,
+        chosen, shots = select_speaker(selectable, len(per_frame_faces), cuts, score_tracks, warn=warn,
                                        **(speaker_options or {}))
         report = {"rule": "speaker", "tracks": listed, "shots": shots}
     else:
         first = _named_track(tracks, rule)
-        chosen = _with_continuations(first, tracks) if first is not None else []
+        chosen = _with_continuations(first, selectable) if first is not None and first.size >= min_face else []
         report = {"rule": str(rule), "tracks": listed, "chosen": [t.id for t in chosen]}
         if first is None:
             report["missing"] = True
+        elif not chosen:
+            report.update(missing=True, too_small=round(first.size, 1))
     return SelectedFaces([t.segment for t in sorted(chosen, key=lambda t: t.start)], report)
 
 

@@ -15,6 +15,7 @@ and 1.0 on the classic SyncNet v2 scale. Among the tracks in sync the most confi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,20 @@ def selection_settings(config: Any) -> dict[str, Any]:
 
 
 def load_speaker_syncnet(config: Any):
-    """The SyncNet scorer of ``config.syncnet`` (``config.speaker_metric``: ``stable`` or ``syncnet-v2``)."""
+    """The SyncNet scorer of ``config.syncnet`` (``config.speaker_metric``: ``stable`` or ``syncnet-v2``), loaded
+    once per process and file version (batches of videos and preprocessing workers reuse it)."""
+    syncnet = Path(config.syncnet).expanduser()
+    stamp = syncnet.stat().st_mtime_ns if syncnet.exists() else None
+    return _cached_scorer(str(syncnet), stamp, config.speaker_metric, getattr(config, "device", None))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_scorer(syncnet: str, stamp: int | None, metric: str, device_name: str | None):
     from lsync.stages.infer_denoise import pick_device
     from lsync.sync_metrics import load_scorer
 
-    device, _ = pick_device(getattr(config, "device", None))
-    return load_scorer(config.speaker_metric, str(config.syncnet), device)
+    device, _ = pick_device(device_name)
+    return load_scorer(metric, syncnet, device)
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -203,6 +212,9 @@ def choose_face(video: str | Path, per_frame_faces, cuts: Sequence[int], frame_s
     if selected.report.get("missing"):
         count = len(selected.report["tracks"])
         what = f"no face track contains the point {rule}" if rule.mode == "point" else f"there is no {rule}"
+        if "too_small" in selected.report:
+            what = (f"the face named by {rule} is {selected.report['too_small']:g} px, smaller than "
+                    f"min_face {config.min_face:g}")
         raise InputError(f"{video}: {what} ({count} face track{'s' * (count != 1)} found)",
                          f"see them with lsync infer --list-faces {video}")
     if rule.mode == "speaker":
@@ -216,13 +228,14 @@ def choose_face(video: str | Path, per_frame_faces, cuts: Sequence[int], frame_s
 def list_faces(video: str | Path, config: Any, sheet: str | Path | None = None) -> list[dict[str, Any]]:
     """Every face track of ``video`` (the numbering ``--face-select track:N`` uses), and a contact sheet PNG.
 
-    Returns one summary per track (``id``, ``start``, ``end``, ``frames``, ``detected_frames``, ``mean_box``).
+    Returns one summary per track (``id``, ``start``, ``end``, ``frames``, ``detected_frames``, ``mean_box``,
+    ``size_px``). Every face is listed, whatever its size: the numbers do not depend on ``min_face``.
     """
     from lsync.face.select import track_all_faces
     from lsync.stages.infer_faces import detect_faces
 
     detection = detect_faces(video, config, fps=FPS, shots=True)
-    tracks = track_all_faces(detection.faces, cuts=detection.cuts, max_gap=config.max_gap, min_face=config.min_face)
+    tracks = track_all_faces(detection.faces, cuts=detection.cuts, max_gap=config.max_gap)
     if sheet is not None:
         contact_sheet(video, tracks, sheet)
     return [t.summary() for t in tracks]

@@ -306,20 +306,7 @@ def _choose_face(source: Source, per_frame_faces, cuts, frame_size, config: Prep
     from lsync.audio.mel import load_wav_16k_mono
     from lsync.stages.face_select import choose_face
 
-    speaker = face_select_rule(config).mode == "speaker"
-    scorer = _speaker_syncnet(str(Path(config.syncnet).expanduser()), config.speaker_metric) if speaker else None
-    return choose_face(source.path, per_frame_faces, cuts, frame_size, config,
-                       lambda: load_wav_16k_mono(wav_path), scorer=scorer)
-
-
-@functools.lru_cache(maxsize=1)
-def _speaker_syncnet(syncnet: str, metric: str):
-    """The SyncNet of ``speaker`` selection, loaded once per (worker) process."""
-    from types import SimpleNamespace
-
-    from lsync.stages.face_select import load_speaker_syncnet
-
-    return load_speaker_syncnet(SimpleNamespace(syncnet=syncnet, speaker_metric=metric))
+    return choose_face(source.path, per_frame_faces, cuts, frame_size, config, lambda: load_wav_16k_mono(wav_path))
 
 
 def _analysis_pass(source: Source, config: PreprocessConfig, frame_counter):

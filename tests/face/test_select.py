@@ -162,3 +162,18 @@ def test_select_faces_speaker_needs_a_scorer_and_reports_every_track():
                             speaker_options={"min_conf": 0.2, "max_offset": 2, "min_frames": 16})
     assert selected.segments[0].bboxes[0, 0] == 60
     assert selected.report["rule"] == "speaker" and len(selected.report["tracks"]) == 2
+
+
+def test_small_faces_are_numbered_but_cannot_be_chosen():
+    per_frame = [faces + [make_face(400, 50, 30)] for faces in two_people()]  # a 30 px face in the background
+    listed = track_all_faces(per_frame)
+    assert len(listed) == 3 and sorted(t.size for t in listed) == [30, 80, 160]
+    small = next(t.id for t in listed if t.size == 30)
+    too_small = select_faces(per_frame, f"track:{small}", (800, 400), min_face=50)
+    assert too_small.segments == [] and too_small.report["missing"] and too_small.report["too_small"] == 30
+    assert len(too_small.report["tracks"]) == 3  # the same numbering as --list-faces, whatever min_face
+    scorer = KnownScores({60: TrackScore(0, 0.4, 0.3, 15), 520: TrackScore(3, 0.1, 0.5, 15)})
+    speaker = select_faces(per_frame, "speaker", (800, 400), min_face=50, score_tracks=scorer,
+                           speaker_options={"min_conf": 0.2, "max_offset": 2, "min_frames": 16})
+    assert scorer.calls == [[t.id for t in listed if t.size >= 50]]  # the small face is never scored
+    assert speaker.segments[0].bboxes[0, 0] == 60
