@@ -326,10 +326,14 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}infer-", dir=out_dir))
     started = time.perf_counter()
     inputs = {"video": describe_input(pair.video, "video"), "audio": describe_input(pair.audio, "audio")}
-    speaker = config.face_select.strip().lower() == "speaker" and config.faces is None
-    for role, path in (("faces", config.faces), ("mask", config.mask), ("syncnet", config.syncnet if speaker else None)):
+    for role, path in (("faces", config.faces), ("mask", config.mask)):
         if path is not None:
             inputs[role] = describe_input(Path(path).expanduser(), role)
+    if config.face_select.strip().lower() == "speaker" and config.faces is None:
+        from lsync.training.checkpointing import weights_digest
+
+        syncnet = Path(config.syncnet).expanduser()  # a run, a checkpoint folder or a weights file
+        inputs["syncnet"] = {"path": str(syncnet.resolve()), "kind": "syncnet", "digest": weights_digest(syncnet)}
     try:
         timer = StageTimer()
         timer.seconds["load_models"] = models.load_seconds

@@ -207,3 +207,72 @@ def test_preprocess_keeps_the_named_face_and_records_the_choice(raw, tmp_path):
     assert all(s["rule"] == "track:2" and s["chosen"] == [2] for s in selections.values())
     sources = read_records(tmp_path / "data" / "sources.jsonl")
     assert all(s["face_selection"]["chosen"] == [2] for s in sources)
+
+
+# ------------------------------------------------------------------------------------------------ a real SyncNet file
+@pytest.fixture(scope="module")
+def random_syncnet(tmp_path_factory) -> Path:
+    """A tiny StableSyncNet with random weights in a checkpoint directory: the loading and scoring path of
+    ``--syncnet`` (its verdicts mean nothing; the trained one is measured by the benchmark)."""
+    from lsync.models.checkpoints import save_model
+    from lsync.models.presets import model_config
+    from lsync.models.syncnet import StableSyncNet
+
+    torch.manual_seed(0)
+    config = model_config("syncnet_tiny")
+    return save_model(StableSyncNet(config).eval(), tmp_path_factory.mktemp("syncnet") / "random", config)
+
+
+def test_infer_speaker_with_a_syncnet_checkpoint_records_every_score_and_caches_the_choice(raw, random_syncnet,
+                                                                                          tmp_path):
+    from lsync.stages.infer import run
+
+    video = raw / records(raw)[0]["name"]
+    config = replace(InferConfig(face_select="speaker", syncnet=str(random_syncnet), **FAST),
+                     face_cache=str(tmp_path / "cache"))
+    entry = run(video, video, tmp_path / "out", config)
+    manifest = read_manifest(tmp_path / "out", kind="inference")
+    selection = manifest["summary"]["outputs"][entry["output"]]["face_selection"]
+    (shot,) = selection["shots"]
+    assert shot["rule"] in ("speaker", "largest") and len(shot["chosen"]) == 1
+    assert sorted(row["track"] for row in shot["scores"]) == [1, 2]
+    for row in shot["scores"]:
+        assert row["windows"] == int(SECONDS * 25) - 15 and isinstance(row["confidence"], float)
+        assert -15 <= row["offset"] <= 15 and row["in_sync"] in (True, False)
+    assert any(item["kind"] == "syncnet" for item in manifest["inputs"])
+    # the second run on the same video reads the choice from the track cache, with its report
+    again = run(video, video, tmp_path / "out", config, overwrite=True)
+    assert again["frames"]["face_source"]["from"] == "cache"
+    assert again["face_selection"] == selection
+    assert again["frames"]["face_segments"] == entry["frames"]["face_segments"]
+
+
+def test_preprocess_speaker_records_the_scores_per_source(raw, random_syncnet, tmp_path):
+    import shutil
+
+    from lsync.stages.preprocess import PreprocessConfig, run
+
+    one = tmp_path / "raw"
+    one.mkdir()
+    shutil.copy(raw / records(raw)[0]["name"], one / "two people.mp4")
+    config = PreprocessConfig(resolution=64, min_clip_seconds=2.0, max_clip_seconds=3.0, face_select="speaker",
+                              syncnet=str(random_syncnet), detect_size=320, min_face=32)
+    run(one, tmp_path / "data", config)
+    selection = read_manifest(tmp_path / "data", kind="data")["summary"]["face_selection"]["two people.mp4"]
+    (shot,) = selection["shots"]
+    assert len(shot["scores"]) == 2 and shot["rule"] in ("speaker", "largest")
+    (clip,) = read_records(tmp_path / "data" / "clips.jsonl")
+    chosen = next(t for t in selection["tracks"] if t["id"] == shot["chosen"][0])
+    with np.load(tmp_path / "data" / clip["meta"]) as meta:
+        np.testing.assert_allclose(meta["bboxes"].mean(axis=0), chosen["mean_box"], atol=1.0)
+
+
+def test_speaker_without_a_syncnet_file_is_refused_before_any_work(raw, tmp_path):
+    from lsync.errors import InputError, UsageError
+    from lsync.stages.preprocess import PreprocessConfig, run
+
+    with pytest.raises(UsageError, match="--syncnet"):
+        run(raw, tmp_path / "data", PreprocessConfig(face_select="speaker"))
+    with pytest.raises(InputError, match="does not exist"):
+        run(raw, tmp_path / "data", PreprocessConfig(face_select="speaker", syncnet=str(tmp_path / "none")))
+    assert not (tmp_path / "data").exists()
