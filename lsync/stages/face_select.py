@@ -24,7 +24,7 @@ import numpy as np
 
 from lsync.console import get_logger
 from lsync.errors import InputError, UsageError
-from lsync.face.select import FACE_SELECT_HELP, FaceSelect, Track, TrackScore, parse_face_select
+from lsync.face.select import FaceSelect, Track, TrackScore, parse_face_select
 
 log = get_logger(__name__)
 
@@ -48,7 +48,7 @@ def face_select_rule(config: Any) -> FaceSelect:
     try:
         rule = parse_face_select(config.face_select)
     except ValueError as exc:
-        raise UsageError(str(exc), f"pass --face-select {FACE_SELECT_HELP}") from None
+        raise UsageError(str(exc), "pass --face-select largest|center|speaker|X,Y|track:N") from None
     if rule.mode == "speaker" and not getattr(config, "syncnet", None):
         raise UsageError("--face-select speaker scores every face with a SyncNet, and none was given",
                          "pass --syncnet RUN_OR_CKPT (a lsync train syncnet run or stable_syncnet.pt)")
