@@ -190,3 +190,16 @@ def test_two_faces_random_speaker_and_sizes_vary_with_the_seed(tmp_path):
     assert {r["faces"][0]["scale"] > r["faces"][1]["scale"] for r in records} == {True, False}
     with pytest.raises(ValueError, match="speaker"):
         synthesize(tmp_path / "bad", clips=1, seconds=0.5, seed=0, faces=2, speaker="middle")
+
+
+def test_synth_cli_makes_two_face_clips_with_the_chosen_speaker(tmp_path):
+    from lsync.cli import main
+
+    out = tmp_path / "two"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", str(out), "--clips", "1", "--seconds", "0.5", "--faces", "2", "--speaker", "right"])
+    assert exit_info.value.code == 0
+    (record,) = read_manifest(out, kind="raw")["summary"]["files"]
+    assert record["name"] == "synth2_000.mp4" and record["speaker"] == "right" and record["speaker_index"] == 1
+    info = probe(out / record["name"])
+    assert (info.width, info.height) == (1024, 640)  # two 512 x 640 panels by default
