@@ -9,10 +9,11 @@ track is scored with :func:`lsync.sync_metrics.score_sync` against the audio und
 **What "in sync" means.** A track counts as speaking when the SyncNet's best audio offset is within
 ``speaker_max_offset`` frames of 0 and its confidence (LSE-C, median minus minimum of the distance-by-offset
 curve) is at least ``speaker_min_conf``. The default threshold depends on the SyncNet's distance:
-:data:`SPEAKER_MIN_CONF`. On StableSyncNet's ``1 - cos`` scale 0.1, measured with the demo's tiny SyncNet
-(200 steps, validation accuracy 0.77) on two-face synthetic videos (``benchmarks/face_select_speaker.py``): the
-speaking face scores 0.30-0.37, the other face 0.05-0.23 (sometimes at offset 0), closed mouths 0.01-0.02, and a
-SyncNet with random weights 0.03-0.06, so neither silence nor an untrained SyncNet passes. 1.0 on the classic
+:data:`SPEAKER_MIN_CONF`. On StableSyncNet's ``1 - cos`` scale 0.15, measured with tiny SyncNets trained on the
+demo's data (validation accuracy 0.77-0.79) on held-out two-face synthetic videos
+(``benchmarks/face_select_speaker.py``): the speaking face scores 0.28-0.48, the other face 0.05-0.29 (sometimes
+at offset 0), closed mouths 0.01-0.08, and a SyncNet with random weights 0.03-0.06, so neither silence nor an
+untrained SyncNet passes, with a factor of about two to either side. 1.0 on the classic
 SyncNet v2 scale. Among the tracks in sync the most confident one wins, so a listener who happens to score near
 offset 0 does not beat the speaker; the threshold only decides when nobody is in sync.
 """
@@ -36,7 +37,7 @@ FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 #: Default ``speaker_min_conf`` per sync metric (see the module docstring).
-SPEAKER_MIN_CONF = {"stable": 0.1, "syncnet-v2": 1.0}
+SPEAKER_MIN_CONF = {"stable": 0.15, "syncnet-v2": 1.0}
 #: Offsets searched when a track is scored (frames on each side).
 SEARCH_OFFSET = 15
 #: Frames aligned and prepared per block (bounded memory on long videos).
