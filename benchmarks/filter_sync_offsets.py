@@ -91,8 +91,8 @@ def train_syncnet(work: Path, minutes: float) -> Path:
 def mismatched_confidences(data: Path, records: list[dict], syncnet: Path, count: int) -> list[float]:
     """LSE-C of clip i's faces against clip i+1's audio (unrelated speech): what a threshold must reject."""
     from lsync.audio.mel import load_wav_16k_mono
-    from lsync.stages.eval_sync import clip_faces
-    from lsync.stages.infer_denoise import pick_device
+    from lsync.sync_metrics import clip_faces
+    from lsync.sampling import pick_device
     from lsync.sync_metrics import load_scorer, score_sync
 
     device, _ = pick_device(None)

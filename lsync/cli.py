@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from lsync import __version__
-from lsync.cli_options import CONTEXT, config_options, verbosity_options
+from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_options
 from lsync.console import configure, console, is_verbose, result_console, say
 from lsync.errors import LsyncError
 
@@ -34,6 +34,10 @@ def cli() -> None:
     \b
     Everything at once, offline, on a CPU:
       lsync demo                           synthetic data -> trained tiny models -> lip-synced video
+
+    \b
+    A web page for lip-syncing (pip install -e '.[app]'):
+      lsync app                            http://127.0.0.1:7860: preview a chunk, run, download
     """
 
 
@@ -72,8 +76,8 @@ def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset:
 @verbosity_options
 def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
     """Summarise any lsync directory: kind, key config, counts, rejects by reason, metrics."""
-    from lsync.inspect import contact_sheet as draw_contact_sheet
-    from lsync.inspect import render_summary, summarize
+    from lsync.summary import contact_sheet as draw_contact_sheet
+    from lsync.summary import render_summary, summarize
 
     summary = summarize(directory)
     if contact_sheet is not None:
@@ -95,14 +99,7 @@ def inspect(directory: Path, as_json: bool, contact_sheet: Path | None) -> None:
 @click.option("--resolution", type=click.IntRange(min=64), help="Aligned face size (256; 512 for LatentSync 1.6).")
 @click.option("--min-seconds", "min_clip_seconds", type=float, help="Shortest clip.")
 @click.option("--max-seconds", "max_clip_seconds", type=float, help="Longest clip.")
-@click.option("--detector", type=click.Choice(["mediapipe", "insightface"]), help="Face detector.")
-@click.option("--detector-models", type=click.Path(path_type=Path), help="InsightFace model pack (buffalo_l).")
-@click.option("--face-select", metavar="RULE",
-              help="Which face to follow: largest, center, speaker (in sync with the source's own audio, per shot; "
-                   "needs --syncnet), X,Y (the face whose box holds that pixel) or track:N (lsync infer --list-faces).")
-@click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or stable_syncnet.pt.")
-@click.option("--min-face", type=int, help="Reject faces smaller than this (px).")
-@click.option("--max-gap", type=int, help="Interpolate up to this many face-less frames.")
+@face_options
 @click.option("--val-fraction", type=click.FloatRange(0, 1), help="Share of sources in the val split.")
 @click.option("--workers", type=click.IntRange(min=1), help="Processes (sources are shared dynamically).")
 @click.option("--shard", help="i/n: process the i-th of n deterministic partitions (merge with lsync merge).")
@@ -115,8 +112,6 @@ def preprocess(inputs: Path, out: Path, preset: str, force: bool, config_file: P
     from lsync.config import resolve_config
     from lsync.stages.preprocess import PreprocessConfig, run
 
-    if flags.get("detector_models") is not None:
-        flags["detector_models"] = str(flags["detector_models"])
     config = resolve_config(PreprocessConfig, "preprocess", preset, config_file, flags, overrides)
     summary = run(inputs, out, config, force=force)
     _print_data_summary(out, summary)
@@ -204,6 +199,7 @@ def weights_fetch(preset: str, weights_dir: Path | None, need: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- later stages
 def _register_commands() -> None:
+    from lsync.commands.app import app
     from lsync.commands.demo import demo
     from lsync.commands.evaluate import evaluate
     from lsync.commands.filter import filter_group
@@ -211,7 +207,7 @@ def _register_commands() -> None:
     from lsync.commands.pipeline import pipeline
     from lsync.commands.train import train
 
-    for command in (train, evaluate, filter_group, infer, pipeline, demo):
+    for command in (train, evaluate, filter_group, infer, pipeline, demo, app):
         cli.add_command(command)
 
 

@@ -31,6 +31,30 @@ def verbosity_options(func):
     return func
 
 
+def face_options(func):
+    """The face flags of every stage that finds faces (``preprocess``, ``infer``, ``eval sync``): the keys of
+    :class:`lsync.face.config.FaceConfig`. A flag left out keeps the stage's value (preset, ``--config``, ``--set``)."""
+    options = [
+        click.option("--detector", type=click.Choice(["mediapipe", "insightface"]),
+                     help="Face detector  [default: mediapipe]."),
+        click.option("--detector-models", type=click.Path(file_okay=False),
+                     help="InsightFace model pack folder (buffalo_l)."),
+        click.option("--face-select", metavar="RULE",
+                     help="Which face to follow: largest, center, speaker (the face in sync with the video's own "
+                          "audio, per shot; needs --syncnet), X,Y (the face whose box holds that pixel where it first "
+                          "appears) or track:N (a track of lsync infer --list-faces)  [default: largest]."),
+        click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or stable_syncnet.pt."),
+        click.option("--max-faces", type=click.IntRange(min=1), help="Faces detected per frame  [default: 4]."),
+        click.option("--min-face", type=click.IntRange(min=1), help="Ignore faces smaller than this (px)."),
+        click.option("--max-gap", type=click.IntRange(min=0), help="Interpolate up to this many face-less frames."),
+        click.option("--smooth-method", type=click.Choice(["gaussian", "savgol", "one_euro", "none"]),
+                     help="Landmark smoothing over time  [default: gaussian]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def config_options(func):
     """``--config FILE`` and repeatable ``--set key=value`` for stage commands."""
     func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

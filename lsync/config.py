@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import yaml
 
 from lsync.errors import ConfigError
+from lsync.package_data import shipped_dir
 
 C = TypeVar("C")
 
-#: Presets ship inside the package (lsync/configs is a link to the repository's configs/ folder).
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+#: The shipped presets: the repository's configs/ folder, or its copy inside an installed wheel.
+CONFIGS_DIR = shipped_dir("configs")
 
 
 # ----------------------------------------------------------------------------------------------- building

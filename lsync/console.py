@@ -58,10 +58,6 @@ def say(message: str) -> None:
         console.print(message)
 
 
-def is_quiet() -> bool:
-    return _verbosity.quiet
-
-
 def is_verbose() -> bool:
     return _verbosity.verbose
 

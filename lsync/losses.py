@@ -361,7 +361,7 @@ def _load_lpips_heads(model: nn.Module, net: str) -> None:
     """The calibrated 1x1 linear heads (``lin0..linN``) from the ``lpips`` package's ``weights/v0.1/<net>.pth``."""
     import lpips
 
-    from lsync.models.checkpoints import load_torch_checkpoint
+    from lsync.checkpoints import load_torch_checkpoint
 
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
     heads = load_torch_checkpoint(path)
@@ -378,7 +378,7 @@ def _load_lpips_backbone(model: nn.Module, path: Path) -> None:
     Every backbone tensor of the LPIPS model must be found with the right shape; the classifier tensors of the
     file are not used.
     """
-    from lsync.models.checkpoints import read_state_dict
+    from lsync.checkpoints import read_state_dict
 
     source = read_state_dict(path).state_dict
     backbone = {}

@@ -33,6 +33,7 @@ from typing import Any
 from lsync.console import get_logger
 from lsync.errors import ConfigError, LsyncError, StageFailure
 from lsync.manifest import MANIFEST_NAME, atomic_write_json, directory_digest, is_complete, json_digest
+from lsync.package_data import shipped_dir
 
 log = get_logger(__name__)
 STATE_DIR = ".lsync-pipeline"
@@ -267,7 +268,7 @@ def recipe_path(name: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    shipped = Path(__file__).resolve().parent / "pipelines" / f"{name}.yaml"
+    shipped = shipped_dir("pipelines") / f"{name}.yaml"
     if shipped.is_file():
         return shipped
     available = sorted(p.stem for p in shipped.parent.glob("*.yaml"))

@@ -19,7 +19,7 @@ it to 0. syncnet_python prints the opposite sign ("AV offset" = ``-offset``).
 **Scorers.** :class:`StableSyncNetScorer` (LatentSync's SyncNet, 16-frame windows of the lower half of the face
 with the Wav2Lip mel) uses the distance ``1 - cos(video, audio)`` of its unit embeddings, in ``[0, 1]`` (the
 embeddings are non-negative), so its LSE-D/LSE-C are on a cosine scale, not the classic one.
-:class:`lsync.models.syncnet_v2.SyncNetV2Scorer` (classic SyncNet v2, 5-frame windows, MFCC) uses the
+:class:`SyncNetV2Scorer` (classic SyncNet v2, 5-frame windows, MFCC) uses the
 Euclidean distance of its raw embeddings, which is the scale papers report LSE-C/LSE-D on.
 """
 
@@ -27,13 +27,19 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import torch
 
+from lsync.errors import InputError
+from lsync.models import syncnet_v2
+
 DEFAULT_MAX_OFFSET = 15
+#: Frames aligned and prepared at a time (keeps the full-size aligned faces of a long video out of memory).
+ALIGN_BLOCK = 64
 
 
 # ----------------------------------------------------------------------------------------------- scores
@@ -235,6 +241,54 @@ class StableSyncNetScorer:
         return 1.0 - (video * audio).sum(dim=1)
 
 
+class SyncNetV2Scorer:
+    """:class:`SyncScorer` for SyncNet v2 (:mod:`lsync.models.syncnet_v2`): 5-frame windows, Euclidean distance."""
+
+    name = "syncnet-v2"
+    distance_name = "euclidean distance of the raw 1024-d embeddings"
+    window = syncnet_v2.VIDEO_WINDOW
+    face_size = syncnet_v2.FACE_SIZE
+
+    def __init__(self, model, device: torch.device, batch_size: int = 32):
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+
+    def prepare_faces(self, faces: np.ndarray) -> np.ndarray:
+        """(N, R, R, 3) RGB uint8 -> (N, 224, 224, 3) BGR uint8 (syncnet_python reads frames with OpenCV)."""
+        return np.ascontiguousarray(resize_faces(np.asarray(faces), self.face_size)[..., ::-1])
+
+    @torch.no_grad()
+    def embed_video(self, frames: np.ndarray) -> torch.Tensor:
+        """(T, 224, 224, 3) BGR uint8 -> (T - 4, 1024)."""
+        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W)
+        starts = range(frames_t.shape[1] - self.window + 1)
+        out = []
+        for first in range(0, len(starts), self.batch_size):
+            batch = torch.stack([frames_t[:, s:s + self.window] for s in starts[first:first + self.batch_size]])
+            with autocast_for(self.device):
+                out.append(self.model.embed_lips(batch.to(self.device).float()).float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def embed_audio(self, samples: np.ndarray) -> torch.Tensor:
+        """16 kHz samples -> (A, 1024) embeddings of MFCC columns ``4a .. 4a + 19`` for frames a = 0 .. A-1."""
+        ceps = torch.from_numpy(syncnet_v2.mfcc(samples))
+        count = max(0, (ceps.shape[1] - syncnet_v2.MFCC_WINDOW) // syncnet_v2.MFCC_PER_FRAME + 1)
+        step, width = syncnet_v2.MFCC_PER_FRAME, syncnet_v2.MFCC_WINDOW
+        out = []
+        for first in range(0, count, self.batch_size):
+            batch = torch.stack([ceps[:, step * a:step * a + width]
+                                 for a in range(first, min(count, first + self.batch_size))])[:, None]
+            with autocast_for(self.device):
+                out.append(self.model.embed_audio(batch.to(self.device)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, syncnet_v2.EMBED_DIM)
+
+    @staticmethod
+    def distance(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pairwise_distance(video, audio)
+
+
 # ----------------------------------------------------------------------------------------------- loading
 def load_scorer(metric: str, syncnet: str | None, device: torch.device, batch_size: int = 64,
                 image_size: int | None = None, geometry: str = "syncnet_16_pixel_attn") -> SyncScorer:
@@ -246,9 +300,7 @@ def load_scorer(metric: str, syncnet: str | None, device: torch.device, batch_si
         raise UsageError("no SyncNet given", "pass --syncnet RUN_OR_CKPT (or syncnet_v2.model with "
                                              "--metric syncnet-v2)")
     if metric == "syncnet-v2":
-        from lsync.models.syncnet_v2 import SyncNetV2Scorer, load_syncnet_v2
-
-        return SyncNetV2Scorer(load_syncnet_v2(syncnet, device), device, batch_size)
+        return SyncNetV2Scorer(syncnet_v2.load_syncnet_v2(syncnet, device), device, batch_size)
     if metric != "stable":
         raise UsageError(f"unknown sync metric {metric!r}", "use --metric stable or --metric syncnet-v2")
     from lsync.stages.eval_syncnet import EvalSyncNetConfig, load_for_eval
@@ -257,3 +309,30 @@ def load_scorer(metric: str, syncnet: str | None, device: torch.device, batch_si
     scorer = StableSyncNetScorer(loaded.model, loaded.image_size, device, batch_size)
     scorer.source = str(loaded.source)
     return scorer
+
+
+# ----------------------------------------------------------------------------------------------- data clips
+def clip_faces(data_dir: Path, record: dict[str, Any], scorer) -> np.ndarray:
+    """The prepared faces of a data-directory clip (already aligned: decoded as they are, then prepared)."""
+    from lsync.media.video import VideoReader
+
+    prepared, block = [], []
+    for frame in VideoReader(data_dir / record["video"], fps=None):
+        block.append(frame)
+        if len(block) == ALIGN_BLOCK:
+            prepared.append(scorer.prepare_faces(np.stack(block)))
+            block = []
+    if block:
+        prepared.append(scorer.prepare_faces(np.stack(block)))
+    if not prepared:
+        raise InputError(f"{data_dir / record['video']} has no frames", "preprocess the clip again")
+    return np.concatenate(prepared)
+
+
+def score_clip(data_dir: Path, record: dict[str, Any], scorer, max_offset: int):
+    """The :class:`SyncScore` of a data-directory clip against its own wav."""
+    from lsync.audio.mel import load_wav_16k_mono
+
+    frames = clip_faces(data_dir, record, scorer)
+    samples = load_wav_16k_mono(data_dir / record["audio"])
+    return score_sync(scorer, frames, samples, max_offset)

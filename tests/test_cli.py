@@ -58,12 +58,12 @@ def test_input_error_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_an_unexpected_exception_is_still_one_line_exit_1(monkeypatch, capsys):
-    import lsync.inspect
+    import lsync.summary
 
     def broken(*args, **kwargs):
         raise RuntimeError("kaboom\nsecond line")
 
-    monkeypatch.setattr(lsync.inspect, "summarize", broken)
+    monkeypatch.setattr(lsync.summary, "summarize", broken)
     code, _, err = run_main(["inspect", "."], capsys)
     assert code == 1
     assert err.count("\n") == 1 and "unexpected RuntimeError: kaboom second line" in err and "--verbose" in err

@@ -40,7 +40,7 @@ from lsync.audio.timing import (
     whisper_chunk_indices,
 )
 from lsync.errors import CheckpointError, ConfigError, InputError
-from lsync.models.checkpoints import load_state_dict_strict, read_state_dict
+from lsync.checkpoints import load_state_dict_strict, read_state_dict
 
 #: Right/left margin (in 50 Hz positions, 250 = 5 s) every output position of the ``"overlap"`` windowing
 #: keeps from the edges of the window it is taken from (except at the very start and end of the audio).
@@ -264,7 +264,7 @@ def load_whisper_encoder(
 ) -> WhisperAudioEncoder:
     """Build the encoder from an openai-whisper checkpoint ``{"dims", "model_state_dict"}`` and load it strictly.
 
-    Read through :mod:`lsync.models.checkpoints` (``torch.load(weights_only=True)``); returned in eval mode on
+    Read through :mod:`lsync.checkpoints` (``torch.load(weights_only=True)``); returned in eval mode on
     ``device`` in ``dtype``.
     """
     path = Path(path)

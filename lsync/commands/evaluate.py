@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lsync.cli_options import CONTEXT, verbosity_options
+from lsync.cli_options import CONTEXT, face_options, verbosity_options
 
 
 @click.group("eval", context_settings=CONTEXT)
@@ -84,10 +84,11 @@ def _metric_options(func):
 @click.option("--split", help="Data directories: only this split (default: all clips).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of a table.")
 @_metric_options
+@face_options
 @verbosity_options
 def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_json: bool, metric: str,
          max_offset: int, batch_size: int, image_size: int | None, geometry: str, device: str | None,
-         threads: int | None) -> None:
+         threads: int | None, **face) -> None:
     """Audio-visual offset, LSE-D and LSE-C of videos (a file, a folder, or a data directory's clips).
 
     \b
@@ -98,7 +99,8 @@ def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_jso
     from lsync.stages.eval_sync import evaluate as evaluate_sync
 
     config = EvalSyncConfig(metric=metric, max_offset=max_offset, split=split, batch_size=batch_size,
-                            image_size=image_size, geometry=geometry, device=device, threads=threads)
+                            image_size=image_size, geometry=geometry, device=device, threads=threads,
+                            **{key: value for key, value in face.items() if value is not None})
     result = evaluate_sync(inputs, syncnet, config, out)
     _show(result, as_json, f"sync of {inputs} ({metric}: {result['summary']['distance']})",
           [("offset", "offset", "d"), ("LSE-D", "lse_d", ".4f"), ("LSE-C", "lse_c", ".4f"),

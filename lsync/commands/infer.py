@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lsync.cli_options import CONTEXT, config_options, verbosity_options
+from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_options
 
 
 @click.command("infer", context_settings=CONTEXT)
@@ -41,11 +41,6 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.option("--face-cache", metavar="DIR|auto|off",
               help="Cache of face tracks by video digest and detector settings, so another audio on the same video "
                    "skips detection  [default: auto = ~/.cache/lsync/face-tracks].")
-@click.option("--face-select", metavar="RULE",
-              help="Which face to lip-sync: largest, center, speaker (the face in sync with the video's own audio, "
-                   "per shot; needs --syncnet), X,Y (the face whose box holds that pixel where it first appears) or "
-                   "track:N (a track of --list-faces)  [default: largest].")
-@click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or stable_syncnet.pt.")
 @click.option("--list-faces", is_flag=True,
               help="Only list VIDEO's face tracks (id, frames, mean box) for --face-select track:N, and write a "
                    "contact sheet <out-dir>/<video-stem>.faces.png; no AUDIO needed.")
@@ -67,6 +62,7 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.option("--frame-strip", is_flag=True, default=None,
               help="Also write <name>.strip.png: input face, mask, generated face, blended frame.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
+@face_options
 @config_options
 @verbosity_options
 def infer(video: Path | None, audio: Path | None, pairs: Path | None, from_data: Path | None, split: str, count: int,

@@ -7,6 +7,11 @@ from pathlib import Path
 import click
 
 from lsync.cli_options import CONTEXT, verbosity_options
+from lsync.package_data import shipped_dir
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in shipped_dir("pipelines").glob("*.yaml"))
 
 
 @click.group(context_settings=CONTEXT)
@@ -14,7 +19,7 @@ def pipeline() -> None:
     """End-to-end recipes that chain stages (see pipelines/)."""
 
 
-@pipeline.command("run", context_settings=CONTEXT)
+@pipeline.command("run", context_settings=CONTEXT, epilog=f"Shipped recipes: {', '.join(shipped_recipes())}.")
 @click.argument("recipe")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Working directory ({workdir} in the recipe); default: the recipe's own.")
@@ -37,10 +42,14 @@ def run(recipe: str, workdir: Path | None, variables: tuple[str, ...]) -> None:
 
 
 def invoke_lsync(args: list[str]) -> None:
-    """Run one ``lsync`` command line in this process; click usage errors become lsync errors."""
-    from lsync.cli import cli
+    """Run one ``lsync`` command line in this process; click usage errors become lsync errors.
+
+    The root group comes from the running click context (this is called from inside ``lsync pipeline run`` or
+    ``lsync demo``), so command modules never import :mod:`lsync.cli`, the top of the house.
+    """
     from lsync.errors import UsageError
 
+    cli = click.get_current_context().find_root().command
     try:
         cli.main(args=list(args), prog_name="lsync", standalone_mode=False)
     except click.ClickException as exc:

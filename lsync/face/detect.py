@@ -431,3 +431,11 @@ def get_detector(name: str = "mediapipe", **kwargs) -> FaceDetector:
         choices = ", ".join(available_detectors())
         raise UsageError(f"unknown face detector {name!r}", f"choose one of {choices}") from None
     return factory(**kwargs)
+
+
+def detector_from_config(config) -> FaceDetector:
+    """The detector a :class:`~lsync.face.config.FaceConfig` asks for (``detector``, ``detector_models``,
+    ``detect_size``, ``max_faces``): preprocessing, inference and evaluation build it the same way."""
+    if config.detector == "insightface":
+        return get_detector("insightface", models_dir=config.detector_models, max_faces=config.max_faces)
+    return get_detector("mediapipe", detect_size=config.detect_size, max_faces=config.max_faces)

@@ -126,7 +126,6 @@ class VideoReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.num_frames == 0:
             return
-        frame_bytes = self.width * self.height * 3
         # Unbuffered pipe: each frame is read straight into its own array, no intermediate copies.
         proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         drain = StderrDrain(proc.stderr)

@@ -2,7 +2,7 @@
 
 One place decides which config and which file make each model, so inference and fine-tuning load a preset
 the same way. Released files are found by :mod:`lsync.weights` and loaded strictly through
-:mod:`lsync.models.checkpoints`: a missing, unexpected or mis-shaped key is an error, never skipped.
+:mod:`lsync.checkpoints`: a missing, unexpected or mis-shaped key is an error, never skipped.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def build_unet(config: dict[str, Any]):
 def load_unet(path: str | Path, config: dict[str, Any]):
     """A U-Net from a released ``latentsync_unet.pt`` (or our safetensors), built on the meta device so the
     1.3 G parameters are allocated once, by the checkpoint's own tensors."""
-    from lsync.models.checkpoints import load_state_dict_strict, read_state_dict
+    from lsync.checkpoints import load_state_dict_strict, read_state_dict
 
     checkpoint = read_state_dict(path, mmap=True)
     with torch.device("meta"):

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lsync.errors import ConfigError
-from lsync.models.checkpoints import load_state_dict_strict, read_state_dict
+from lsync.checkpoints import load_state_dict_strict, read_state_dict
 
 #: Keys a tower config may hold (the reference ``model:`` section uses the first five).
 TOWER_KEYS = ("in_channels", "block_out_channels", "downsample_factors", "attn_blocks", "dropout", "norm_num_groups")

@@ -2,8 +2,9 @@
 
 Papers (LatentSync among them) report lip-sync quality with the ``syncnet_v2.model`` weights of
 syncnet_python. This module rebuilds that network with the same state-dict layout, so the released file loads
-strictly (``torch.load(weights_only=True)``: it is a plain dict of tensors), and scores clips the way
-syncnet_python's ``evaluate`` does:
+strictly (``torch.load(weights_only=True)``: it is a plain dict of tensors), and its inputs are made the way
+syncnet_python's ``evaluate`` makes them (the scorer, :class:`lsync.sync_metrics.SyncNetV2Scorer`, sits beside
+LatentSync's):
 
 * video: 5-frame windows of ``224 x 224`` face crops, BGR, raw 0-255 values (no normalisation),
   ``(B, 3, 5, 224, 224)`` -> 3D-conv lip tower -> 1024-d;
@@ -167,57 +168,3 @@ def mfcc(samples_16k: np.ndarray, num_ceps: int = 13, num_filters: int = 26, nff
     ceps *= 1 + (lifter / 2.0) * np.sin(np.pi * np.arange(num_ceps) / lifter)
     ceps[:, 0] = np.log(energy)  # appendEnergy: coefficient 0 replaced by the log frame energy
     return ceps.T.astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------- scorer
-class SyncNetV2Scorer:
-    """:class:`lsync.sync_metrics.SyncScorer` for SyncNet v2: 5-frame windows, Euclidean distance."""
-
-    name = "syncnet-v2"
-    distance_name = "euclidean distance of the raw 1024-d embeddings"
-    window = VIDEO_WINDOW
-    face_size = FACE_SIZE
-
-    def __init__(self, model: SyncNetV2, device: torch.device, batch_size: int = 32):
-        self.model = model
-        self.device = device
-        self.batch_size = batch_size
-
-    def prepare_faces(self, faces: np.ndarray) -> np.ndarray:
-        """(N, R, R, 3) RGB uint8 -> (N, 224, 224, 3) BGR uint8 (syncnet_python reads frames with OpenCV)."""
-        from lsync.sync_metrics import resize_faces
-
-        return np.ascontiguousarray(resize_faces(np.asarray(faces), FACE_SIZE)[..., ::-1])
-
-    @torch.no_grad()
-    def embed_video(self, frames: np.ndarray) -> torch.Tensor:
-        """(T, 224, 224, 3) BGR uint8 -> (T - 4, 1024)."""
-        from lsync.sync_metrics import autocast_for
-
-        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W)
-        starts = range(frames_t.shape[1] - self.window + 1)
-        out = []
-        for first in range(0, len(starts), self.batch_size):
-            batch = torch.stack([frames_t[:, s:s + self.window] for s in starts[first:first + self.batch_size]])
-            with autocast_for(self.device):
-                out.append(self.model.embed_lips(batch.to(self.device).float()).float().cpu())
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def embed_audio(self, samples: np.ndarray) -> torch.Tensor:
-        """16 kHz samples -> (A, 1024) embeddings of MFCC columns ``4a .. 4a + 19`` for frames a = 0 .. A-1."""
-        from lsync.sync_metrics import autocast_for
-
-        ceps = torch.from_numpy(mfcc(samples))
-        count = max(0, (ceps.shape[1] - MFCC_WINDOW) // MFCC_PER_FRAME + 1)
-        out = []
-        for first in range(0, count, self.batch_size):
-            batch = torch.stack([ceps[:, MFCC_PER_FRAME * a:MFCC_PER_FRAME * a + MFCC_WINDOW]
-                                 for a in range(first, min(count, first + self.batch_size))])[:, None]
-            with autocast_for(self.device):
-                out.append(self.model.embed_audio(batch.to(self.device)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
-
-    @staticmethod
-    def distance(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pairwise_distance(video, audio)

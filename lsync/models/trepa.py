@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lsync.errors import CheckpointError, ConfigError
-from lsync.models.checkpoints import load_state_dict_strict, read_state_dict
+from lsync.checkpoints import load_state_dict_strict, read_state_dict
 
 #: Side of the square frames the ViT is fed.
 TREPA_RESOLUTION = 224

@@ -1,7 +1,7 @@
 """``lsync eval recon data/ --unet RUN``: how well a U-Net rebuilds the mouth of held-out clips from their own audio.
 
 For every clip of one split (``val`` by default) the aligned faces are lip-synced to the clip's own audio with
-the inference sampler (:class:`lsync.stages.infer_denoise.ChunkSampler`: masked frames + reference frames +
+the inference sampler (:class:`lsync.sampling.ChunkSampler`: masked frames + reference frames +
 Whisper features, DDIM, guidance), in 16-frame chunks (the last one padded by repeating its last frame). The
 data-directory clips are already aligned faces, so no detection or paste-back happens. The output is compared
 with the real frames over the mouth region (the pixels the mask repaints, :func:`lsync.face.mask.mouth_mask`):
@@ -140,8 +140,8 @@ def evaluate(data_dir: str | Path, config: EvalReconConfig, out_dir: str | Path 
     from lsync.audio.mel import load_wav_16k_mono
     from lsync.data.syncnet_dataset import read_clip_records
     from lsync.losses import make_lpips
-    from lsync.stages.eval_sync import _check_out_dir, write_results
-    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models, pick_device
+    from lsync.eval_results import check_out_dir, write_results
+    from lsync.sampling import ChunkSampler, load_inference_models, pick_device
     from lsync.sync_metrics import set_threads
 
     started = time.perf_counter()
@@ -149,7 +149,7 @@ def evaluate(data_dir: str | Path, config: EvalReconConfig, out_dir: str | Path 
     if not config.unet:
         raise UsageError("no U-Net given", "pass --unet RUN (a U-Net run, checkpoint directory or .pt file)")
     if out_dir is not None:
-        _check_out_dir(Path(out_dir))
+        check_out_dir(Path(out_dir))
     records = read_clip_records(data_dir, config.split)[:config.max_clips]
     set_threads(config.threads)
     device, dtype = pick_device(config.device, config.dtype)

@@ -3,7 +3,7 @@
 Inputs:
 
 * a video file, or a folder of them (searched recursively): the face is detected, tracked and aligned
-  (:func:`lsync.stages.infer_faces.analyse_faces`, as inference does) directly at the SyncNet's face size, and
+  (:func:`lsync.face.video.analyse_faces`, as inference does) directly at the SyncNet's face size, and
   scored against the video's own audio track; windows that contain a frame without a face are left out;
 * a ``data`` directory (``lsync preprocess`` / ``lsync filter sync``): its clips are already aligned faces with
   their own wav, and are scored as they are (``--split`` picks some).
@@ -22,22 +22,24 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lsync.config import config_to_dict
 from lsync.console import get_logger, progress
 from lsync.errors import InputError, LsyncError
-from lsync.manifest import MANIFEST_NAME, atomic_write_json, quick_file_digest, read_manifest, write_manifest
+from lsync.eval_results import check_out_dir, write_results
+from lsync.face.config import VideoFaceConfig
+from lsync.manifest import MANIFEST_NAME, read_manifest
+from lsync.sync_metrics import ALIGN_BLOCK, score_clip
 
 log = get_logger(__name__)
 
 FPS = 25
 SAMPLE_RATE = 16000
-RESULTS_FILE = "results.json"
-#: Frames aligned and prepared at a time (keeps the full-size aligned faces of a long video out of memory).
-ALIGN_BLOCK = 64
 
 
 @dataclass
-class EvalSyncConfig:
+class EvalSyncConfig(VideoFaceConfig):
+    """How ``lsync eval sync`` scores; the face keys (raw videos only) are
+    :class:`~lsync.face.config.VideoFaceConfig`'s."""
+
     metric: Literal["stable", "syncnet-v2"] = "stable"
     max_offset: int = 15  # frames searched on each side
     split: str | None = None  # data directories: only this split (None: all clips)
@@ -46,18 +48,6 @@ class EvalSyncConfig:
     geometry: str = "syncnet_16_pixel_attn"  # towers of a bare stable_syncnet.pt
     device: str | None = None  # None: CUDA when present
     threads: int | None = None  # torch CPU threads (None: torch's default)
-    # faces of raw videos (same meaning as in InferConfig)
-    detector: Literal["mediapipe", "insightface"] = "mediapipe"
-    detector_models: str | None = None
-    detect_size: int = 640
-    detect_batch: int = 8
-    max_faces: int = 4
-    face_select: Literal["largest", "center"] = "largest"
-    max_gap: int = 5
-    min_face: int = 32
-    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"
-    smooth_strength: float = 1.0
-    align_smooth: bool = True
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -69,7 +59,7 @@ def is_data_dir(path: Path) -> bool:
 
 def list_videos(path: Path) -> list[Path]:
     """A video file itself, or the video files under a folder (sorted, recursive)."""
-    from lsync.stages.preprocess import VIDEO_EXTENSIONS
+    from lsync.data.layout import VIDEO_EXTENSIONS
 
     if not path.exists():
         raise InputError(f"{path} does not exist", "pass a video file, a folder of videos or a data directory")
@@ -86,7 +76,7 @@ def list_videos(path: Path) -> list[Path]:
 def video_faces(video: Path, scorer, config: EvalSyncConfig) -> tuple[np.ndarray, np.ndarray]:
     """Prepared faces of every frame of ``video`` at 25 fps (zeros where there is no face) and ``has_face``."""
     from lsync.media.video import VideoReader
-    from lsync.stages.infer_faces import align_crop, analyse_faces
+    from lsync.face.video import align_crop, analyse_faces
 
     geometry = analyse_faces(video, config, scorer.face_size, fps=FPS)
     if not geometry.has_face.any():
@@ -120,33 +110,6 @@ def score_video(video: Path, scorer, config: EvalSyncConfig) -> dict[str, Any]:
             **score.as_dict(with_curve=True)}
 
 
-def clip_faces(data_dir: Path, record: dict[str, Any], scorer) -> np.ndarray:
-    """The prepared faces of a data-directory clip (already aligned: decoded as they are, then prepared)."""
-    from lsync.media.video import VideoReader
-
-    prepared, block = [], []
-    for frame in VideoReader(data_dir / record["video"], fps=None):
-        block.append(frame)
-        if len(block) == ALIGN_BLOCK:
-            prepared.append(scorer.prepare_faces(np.stack(block)))
-            block = []
-    if block:
-        prepared.append(scorer.prepare_faces(np.stack(block)))
-    if not prepared:
-        raise InputError(f"{data_dir / record['video']} has no frames", "preprocess the clip again")
-    return np.concatenate(prepared)
-
-
-def score_clip(data_dir: Path, record: dict[str, Any], scorer, max_offset: int):
-    """The :class:`~lsync.sync_metrics.SyncScore` of a data-directory clip against its own wav."""
-    from lsync.audio.mel import load_wav_16k_mono
-    from lsync.sync_metrics import score_sync
-
-    frames = clip_faces(data_dir, record, scorer)
-    samples = load_wav_16k_mono(data_dir / record["audio"])
-    return score_sync(scorer, frames, samples, max_offset)
-
-
 def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Averages over the rows that got a score (``lse_c``, ``lse_d``, ``offset``, ``abs_offset``)."""
     scored = [r for r in rows if r.get("offset") is not None]
@@ -166,14 +129,14 @@ def evaluate(inputs: str | Path, syncnet: str | Path, config: EvalSyncConfig,
     """Score every video (or data-directory clip) under ``inputs``; returns ``{"rows", "summary", ...}`` and,
     with ``out_dir``, writes ``results.json`` and the ``eval`` manifest there."""
     from lsync.data.syncnet_dataset import read_clip_records
-    from lsync.stages.infer_denoise import pick_device
+    from lsync.sampling import pick_device
     from lsync.sync_metrics import load_scorer, set_threads
 
     started = time.perf_counter()
     set_threads(config.threads)
     inputs = Path(inputs)
     if out_dir is not None:
-        _check_out_dir(Path(out_dir))
+        check_out_dir(Path(out_dir))
     device, _ = pick_device(config.device)
     from_data_dir = is_data_dir(inputs)
     records = read_clip_records(inputs, config.split) if from_data_dir else None
@@ -209,32 +172,3 @@ def evaluate(inputs: str | Path, syncnet: str | Path, config: EvalSyncConfig,
         result["written_to"] = str(write_results(Path(out_dir), "sync", config, inputs, syncnet, result,
                                                  from_data_dir, videos))
     return result
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    from lsync.errors import UsageError
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} is a file", "pass a folder")
-    if (out_dir / MANIFEST_NAME).is_file() and read_manifest(out_dir).get("kind") != "eval":
-        raise UsageError(f"{out_dir} holds another kind of lsync output", "choose another --out folder")
-
-
-def write_results(out_dir: Path, what: str, config, inputs: Path, model: str | Path, result: dict[str, Any],
-                  from_data_dir: bool, videos: list[Path] | None) -> Path:
-    """``results.json`` then ``lsync.json`` (kind ``eval``, ``summary.evaluation = what``) into ``out_dir``."""
-    from lsync.manifest import describe_input
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new results are in place
-    atomic_write_json(out_dir / RESULTS_FILE, result["rows"])
-    described = [describe_input(inputs)] if from_data_dir else [
-        {"path": str(v.resolve()), "kind": "video", "digest": quick_file_digest(v)} for v in videos or []]
-    model_path = Path(model)
-    if model_path.exists():
-        from lsync.training.checkpointing import weights_digest
-
-        described.append({"path": str(model_path.resolve()), "kind": "model", "digest": weights_digest(model_path)})
-    write_manifest(out_dir, "eval", config_to_dict(config), inputs=described,
-                   summary={"evaluation": what, **result["summary"]})
-    return out_dir

@@ -58,7 +58,7 @@ class LoadedSyncNet:
 # ----------------------------------------------------------------------------------------------- the model
 def load_for_eval(source: str | Path, config: EvalSyncNetConfig, device: torch.device) -> LoadedSyncNet:
     """A StableSyncNet in eval mode from a run directory, a checkpoint directory or a weights file."""
-    from lsync.models.checkpoints import WEIGHTS_NAME, load_model_config, load_model_weights
+    from lsync.checkpoints import WEIGHTS_NAME, load_model_config, load_model_weights
     from lsync.models.syncnet import StableSyncNet
     from lsync.stages.train_syncnet import (
         CONFIG_FILE, SyncNetModelSection, TrainSyncNetConfig, load_init_weights, model_config)

@@ -135,7 +135,7 @@ def _aligned_tracks(video, tracks: Sequence[Track], scorer, config: Any, on_fram
     from lsync.face.align import similarity_transform
     from lsync.face.track import smooth_landmarks
     from lsync.media.video import VideoReader
-    from lsync.stages.infer_faces import align_crop
+    from lsync.face.video import align_crop
 
     size = scorer.face_size
     affines = {}
@@ -176,7 +176,7 @@ def detect_selected_track(video: str | Path, config: Any, fps: float = FPS,
                           on_frames: Callable[[int], None] | None = None, scorer=None):
     """Detect every face of ``video``, track them all and keep the one ``config.face_select`` names.
 
-    Returns ``(FaceTrack, timings)`` like :func:`lsync.stages.infer_faces.detect_track`; the track's
+    Returns ``(FaceTrack, timings)`` like :func:`lsync.face.video.detect_track`; the track's
     ``settings["face_selection"]`` is the report of :func:`lsync.face.select.select_faces` (every track, and for
     ``speaker`` every score and the choice per shot). ``scorer``: a SyncNet scorer to use instead of loading
     ``config.syncnet``.
@@ -185,7 +185,7 @@ def detect_selected_track(video: str | Path, config: Any, fps: float = FPS,
 
     from lsync.face.select import select_faces
     from lsync.face.track_file import FaceTrack
-    from lsync.stages.infer_faces import detect_faces, detector_settings
+    from lsync.face.video import detect_faces, detector_settings
 
     rule = face_select_rule(config)
     detection = detect_faces(video, config, fps=fps, on_frames=on_frames, shots=rule.multi_track)
@@ -237,7 +237,7 @@ def list_faces(video: str | Path, config: Any, sheet: str | Path | None = None) 
     ``size_px``). Every face is listed, whatever its size: the numbers do not depend on ``min_face``.
     """
     from lsync.face.select import track_all_faces
-    from lsync.stages.infer_faces import detect_faces
+    from lsync.face.video import detect_faces
 
     detection = detect_faces(video, config, fps=FPS, shots=True)
     tracks = track_all_faces(detection.faces, cuts=detection.cuts, max_gap=config.max_gap)

@@ -1,7 +1,7 @@
 """``lsync filter sync data/ data_synced/ --syncnet RUN_OR_CKPT``: keep clips in sync, shift their audio to offset 0.
 
 Step 6 of the LatentSync recipe. Every clip of the input data directory is scored against its own wav
-(:func:`lsync.stages.eval_sync.score_clip`, offsets searched in ``+/- search_offset`` frames), then:
+(:func:`lsync.sync_metrics.score_clip`, offsets searched in ``+/- search_offset`` frames), then:
 
 * ``|offset| > max_offset`` -> rejected (``sync_offset``); ``confidence < min_conf`` -> rejected
   (``sync_confidence``); too short to score, or to keep a SyncNet window after the shift -> ``too_short``;
@@ -58,7 +58,7 @@ from lsync.manifest import (
     rewrite_records,
     write_manifest,
 )
-from lsync.stages.preprocess import (
+from lsync.data.layout import (
     CLIPS_DIR,
     CLIPS_FILE,
     CONFIG_FILE,
@@ -195,7 +195,7 @@ def _write_sliced_meta(source: Path, target: Path, num_frames: int, plan: ShiftP
 # ----------------------------------------------------------------------------------------------- the run
 def run(data_dir: str | Path, out_dir: str | Path, config: FilterSyncConfig, force: bool = False) -> dict[str, Any]:
     """Filter ``data_dir`` into ``out_dir``; returns the summary written to ``out_dir/lsync.json``."""
-    from lsync.stages.infer_denoise import pick_device
+    from lsync.sampling import pick_device
     from lsync.sync_metrics import load_scorer, set_threads
 
     started = time.perf_counter()
@@ -246,7 +246,7 @@ def input_crf(input_config: dict[str, Any]) -> int:
 
 def _filter_clip(data_dir: Path, out_dir: Path, record: dict[str, Any], scorer, config: FilterSyncConfig,
                  crf: int, writers: dict[str, RecordWriter]) -> None:
-    from lsync.stages.eval_sync import score_clip
+    from lsync.sync_metrics import score_clip
 
     score = score_clip(data_dir, record, scorer, config.search_offset)
     num_frames = int(record["num_frames"])

@@ -2,16 +2,16 @@
 
 1. **Faces**: a face track (:mod:`lsync.face.track_file`: three alignment points and a box per source frame)
    comes from ``--faces FILE``, from the track cache (keyed by the video's digest and the detector settings),
-   or from detection (:func:`lsync.stages.infer_faces.detect_track`: decode every frame at 25 fps, detect in
+   or from detection (:func:`lsync.face.video.detect_track`: decode every frame at 25 fps, detect in
    batches with the preprocessing detector, track one subject); ``--save-faces`` writes it out. Its landmarks
    are smoothed and one alignment matrix is fitted per frame with the reference's ``smooth=True`` smoother
-   (:func:`lsync.stages.infer_faces.geometry_from_track`).
+   (:func:`lsync.face.video.geometry_from_track`).
 2. **Audio**: Whisper features of the whole driving audio at 16 kHz (small: ~0.4 MB per second), cut into
    per-frame windows chunk by chunk (:func:`lsync.audio.whisper.feature_window`).
 3. **Render**: the output frames are planned (:mod:`lsync.stages.infer_frames`: loop the video when the audio
    is longer - ``pingpong``, ``bounce``, ``loop`` or ``hold`` - or cut it when shorter) and streamed in
    16-frame chunks on the reference's chunk grid (:func:`model_frame_count`):
-   align the faces, lip-sync the chunk (:class:`lsync.stages.infer_denoise.ChunkSampler`), paste each face
+   align the faces, lip-sync the chunk (:class:`lsync.sampling.ChunkSampler`), paste each face
    back with the feathered mask (:func:`lsync.face.align.restore_face`) and pipe the frame to the encoder,
    which muxes the driving audio at its own sample rate and channel count. The per-frame steps of the next and
    previous chunks run on helper threads while the U-Net works (:mod:`lsync.stages.infer_render`). At most one chunk of frames (plus
@@ -38,13 +38,15 @@ replaced only with ``overwrite``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
+import dataclasses
 import os
 import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +56,7 @@ import numpy as np
 from lsync.config import config_to_dict
 from lsync.console import get_logger, progress, say
 from lsync.errors import InputError, ManifestError, UsageError
+from lsync.face.config import VideoFaceConfig
 from lsync.manifest import MANIFEST_NAME, TEMP_PREFIX
 
 log = get_logger(__name__)
@@ -63,13 +66,26 @@ SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 CHUNK_FRAMES = 16  # frames the U-Net denoises together (the released models were trained on 16)
 
-__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "models_from_bundle", "pairs_from_data",
-           "read_pairs", "run", "run_pairs"]
+__all__ = ["ChunkPreview", "InferConfig", "InferenceModels", "NETWORK_FIELDS", "Pair", "ProgressCallback",
+           "load_models_for", "models_from_bundle", "pairs_from_data", "preview_chunk", "read_pairs", "run",
+           "run_pairs"]
+
+#: ``on_progress(stage, done, total)``, called as the work advances, from whichever thread does it: ``faces``
+#: (source frames analysed), ``audio`` (0 or 1 of 1), ``denoise`` (output frames lip-synced and written),
+#: ``encode`` (the encoder finishing, 0 or 1 of 1). A stage whose work is skipped (a cached face track) reports
+#: done at once.
+ProgressCallback = Callable[[str, int, int], None]
+
+#: InferConfig fields that decide the loaded networks: configs that agree on them can share one load
+#: (``load_models_for(config, reuse=models)``); the others (steps, scheduler, guidance, seed, mask, ...) shape only
+#: the sampler.
+NETWORK_FIELDS = ("preset", "weights_dir", "unet", "audio_windowing", "device", "dtype", "resolution")
 
 
 @dataclass
-class InferConfig:
-    """Everything that shapes an inference output (recorded in ``lsync.json``)."""
+class InferConfig(VideoFaceConfig):
+    """Everything that shapes an inference output (recorded in ``lsync.json``); the face keys are
+    :class:`~lsync.face.config.VideoFaceConfig`'s."""
 
     preset: Literal["latentsync-1.5", "latentsync-1.6", "tiny"] = "latentsync-1.5"
     unet: str | None = None  # our own U-Net: run dir, checkpoint dir, or a released-format .pt
@@ -92,25 +108,6 @@ class InferConfig:
     faces: str | None = None  # a track file (--save-faces) or a (frames, 3, 2) point array: skips detection
     save_faces: str | None = None  # write the face track here
     face_cache: str = "auto"  # track cache folder; auto: ~/.cache/lsync/face-tracks; off: no cache
-    # faces (same meaning as in PreprocessConfig)
-    detector: Literal["mediapipe", "insightface"] = "mediapipe"
-    detector_models: str | None = None
-    detect_size: int = 640
-    detect_batch: int = 8
-    max_faces: int = 4
-    # largest | center | speaker | X,Y | track:N (lsync.face.select; track numbers from --list-faces)
-    face_select: str = "largest"
-    max_gap: int = 5
-    min_face: int = 32
-    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"
-    smooth_strength: float = 1.0
-    align_smooth: bool = True  # the reference's smooth=True translation smoothing of the matrices
-    # face_select=speaker: every face track scored against the video's own audio (lsync.stages.face_select)
-    syncnet: str | None = None  # a syncnet run, checkpoint dir or stable_syncnet.pt (syncnet_v2.model for v2)
-    speaker_metric: Literal["stable", "syncnet-v2"] = "stable"
-    speaker_min_conf: float | None = None  # None: the metric's default (face_select.SPEAKER_MIN_CONF)
-    speaker_max_offset: int = 3  # a speaking face's best audio offset lies within this many frames of 0
-    speaker_min_seconds: float = 1.0  # shorter tracks are not scored
     crossfade: int = 4  # frames over which the edit fades in/out next to frames without a face
     # output
     codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
@@ -131,6 +128,15 @@ class InferenceModels:
     ids: dict[str, Any]
     sampler: Any
     load_seconds: float
+    networks: tuple = ()  # the NETWORK_FIELDS values they were loaded with
+
+
+def _network_key(config: InferConfig) -> tuple:
+    return tuple(getattr(config, name) for name in NETWORK_FIELDS)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -221,13 +227,27 @@ def _check_out_dir(out_dir: Path, names: list[str], overwrite: bool) -> None:
         raise UsageError(f"{out_dir / existing[0]} already exists", "pass --overwrite to replace it")
 
 
-def load_models_for(config: InferConfig) -> InferenceModels:
-    """Load the models of ``config`` once (device, dtype, threads, resolution and mask applied)."""
-    from lsync.stages.infer_denoise import load_inference_models
+def load_models_for(config: InferConfig, reuse: InferenceModels | None = None) -> InferenceModels:
+    """Load the models of ``config`` once (device, dtype, threads, resolution and mask applied).
+
+    ``reuse``: models loaded before with the same :data:`NETWORK_FIELDS`; their networks are shared, not loaded
+    again, and only the sampler (steps, scheduler, guidance, seed, mask, ...) and the scheduler it configures are
+    new, so runs with different sampler settings can use them at once. (``cache_interval > 1`` and ``compile``
+    change the shared U-Net itself; such samplers must not run at the same time as others.)
+    """
+    from lsync.sampling import load_inference_models
 
     tic = time.perf_counter()
-    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet,
-                                        windowing=config.audio_windowing)
+    if reuse is not None:
+        if reuse.networks != _network_key(config):
+            raise ValueError(f"cannot reuse models loaded with {dict(zip(NETWORK_FIELDS, reuse.networks))} for "
+                             f"{dict(zip(NETWORK_FIELDS, _network_key(config)))}")
+        # The DDIM sampler steps the bundle's scheduler, which keeps state: each sampler gets its own copy.
+        bundle = dataclasses.replace(reuse.bundle, scheduler=copy.deepcopy(reuse.bundle.scheduler))
+        ids = copy.deepcopy(reuse.ids)
+    else:
+        bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet,
+                                            windowing=config.audio_windowing)
     return models_from_bundle(bundle, ids, config, started=tic)
 
 
@@ -237,7 +257,7 @@ def models_from_bundle(bundle, ids: dict[str, Any], config: InferConfig, started
     import torch
 
     from lsync.face.mask import load_mask_image
-    from lsync.stages.infer_denoise import ChunkSampler, choose_dtype, pick_device
+    from lsync.sampling import ChunkSampler, choose_dtype, pick_device
 
     started = time.perf_counter() if started is None else started
     if config.threads:
@@ -259,7 +279,8 @@ def models_from_bundle(bundle, ids: dict[str, Any], config: InferConfig, started
     ids = {**ids, "device": str(device), "dtype": str(dtype).removeprefix("torch."), "dtype_reason": dtype_reason,
            "resolution": bundle.resolution,
            "mask": str(Path(config.mask).expanduser().resolve()) if config.mask else "procedural"}
-    return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - started)
+    return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - started,
+                           networks=_network_key(config))
 
 
 @contextlib.contextmanager
@@ -308,17 +329,22 @@ def _record_output(out_dir: Path, entry: dict[str, Any], config: InferConfig) ->
 
 # ================================================================================================ one run
 def run(video: str | Path, audio: str | Path, out_dir: str | Path, config: InferConfig,
-        models: InferenceModels | None = None, name: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Lip-sync ``video`` to ``audio`` into ``out_dir``; returns this output's ``lsync.json`` entry."""
+        models: InferenceModels | None = None, name: str | None = None, overwrite: bool = False,
+        on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Lip-sync ``video`` to ``audio`` into ``out_dir``; returns this output's ``lsync.json`` entry.
+
+    ``on_progress`` (:data:`ProgressCallback`) follows the work stage by stage, besides the progress bars.
+    """
     video, audio, out_dir = Path(video), Path(audio), Path(out_dir)
     _check_inputs(video, audio, config)
     name = output_name(video, name, config.codec)
     _check_out_dir(out_dir, [name], overwrite)
     models = models or load_models_for(config)
-    return _run_checked(Pair(video, audio, name), out_dir, config, models)
+    return _run_checked(Pair(video, audio, name), out_dir, config, models, on_progress or _no_progress)
 
 
-def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: InferenceModels) -> dict[str, Any]:
+def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: InferenceModels,
+                 on_progress: ProgressCallback = _no_progress) -> dict[str, Any]:
     from lsync.manifest import describe_input
 
     created_out_dir = not out_dir.exists()
@@ -337,7 +363,8 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     try:
         timer = StageTimer()
         timer.seconds["load_models"] = models.load_seconds
-        frames = _synthesize(pair, work / pair.name, config, models, timer, video_digest=inputs["video"]["digest"])
+        frames = _synthesize(pair, work / pair.name, config, models, timer, video_digest=inputs["video"]["digest"],
+                             on_progress=on_progress)
         if frames.get("frame_strip"):
             os.replace(work / frames["frame_strip"], out_dir / frames["frame_strip"])
         os.replace(work / pair.name, out_dir / pair.name)
@@ -377,29 +404,57 @@ def model_frame_count(num_output: int, num_positions: int) -> int:
     return max(num_output, num_whisper_chunks(num_positions, FPS))
 
 
-def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: InferenceModels,
-                timer: StageTimer, video_digest: str | None = None) -> dict[str, Any]:
-    """Both passes for one pair; writes ``out_path`` (video + driving audio) and returns the frame counts."""
-    from lsync.media.audio import load_audio
-    from lsync.media.video import VideoWriter, get_codec
-    from lsync.stages.infer_frames import FrameStream, crossfade_weights, source_indices
-    from lsync.stages.infer_render import ChunkRenderer, chunks_of, pipelined
+@dataclass
+class _OutputPlan:
+    """Pass 1 and the audio of one pair, and which source frame each rendered output frame shows."""
 
-    bundle, sampler = models.bundle, models.sampler
-    geometry, face_source = _face_geometry(pair.video, config, bundle.resolution, video_digest, timer)
+    geometry: Any  # FaceGeometry
+    face_source: dict[str, Any]
+    samples: np.ndarray  # (S,) float32 driving audio at 16 kHz
+    features: Any  # (T50, L+1, D) Whisper features
+    num_output: int  # frames written (the audio's length)
+    num_rendered: int  # frames the U-Net renders (the reference chunk grid, >= num_output)
+    indices: np.ndarray  # (num_rendered,) source frame per output frame
+    weights: np.ndarray  # (num_rendered,) weight of the lip-synced face per output frame (0: passed through)
+
+
+def _plan_output(pair: Pair, config: InferConfig, models: InferenceModels, timer: StageTimer,
+                 video_digest: str | None, on_progress: ProgressCallback) -> _OutputPlan:
+    from lsync.media.audio import load_audio
+    from lsync.stages.infer_frames import crossfade_weights, source_indices
+
+    geometry, face_source = _face_geometry(pair.video, config, models.bundle.resolution, video_digest, timer,
+                                           on_progress)
     if geometry.num_frames == 0:
         raise InputError(f"{pair.video} has no decodable frames", "check that the video is complete")
     if not geometry.has_face.any():
         raise InputError(f"no face found in any of the {geometry.num_frames} frames of {pair.video}",
                          f"pass a video that shows a face of at least {config.min_face} px (--set min_face=...)")
 
+    on_progress("audio", 0, 1)
     with timer("audio_features"):
         samples = load_audio(pair.audio, sample_rate=SAMPLE_RATE, mono=True)
-        features = bundle.audio(samples)  # (T50, L+1, D) float32, CPU
+        features = models.bundle.audio(samples)  # (T50, L+1, D) float32, CPU
+    on_progress("audio", 1, 1)
     num_output = max(1, int(round(len(samples) / SAMPLES_PER_FRAME)))
     num_rendered = model_frame_count(num_output, len(features))
     indices = source_indices(num_rendered, geometry.num_frames, config.loop)
     weights = crossfade_weights(geometry.has_face[indices], config.crossfade)
+    return _OutputPlan(geometry, face_source, samples, features, num_output, num_rendered, indices, weights)
+
+
+def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: InferenceModels,
+                timer: StageTimer, video_digest: str | None = None,
+                on_progress: ProgressCallback = _no_progress) -> dict[str, Any]:
+    """Both passes for one pair; writes ``out_path`` (video + driving audio) and returns the frame counts."""
+    from lsync.media.video import VideoWriter, get_codec
+    from lsync.stages.infer_frames import FrameStream
+    from lsync.stages.infer_render import ChunkRenderer, chunks_of, pipelined
+
+    sampler = models.sampler
+    plan = _plan_output(pair, config, models, timer, video_digest, on_progress)
+    geometry, face_source, samples, features = plan.geometry, plan.face_source, plan.samples, plan.features
+    num_output, num_rendered, indices, weights = plan.num_output, plan.num_rendered, plan.indices, plan.weights
 
     width, height = geometry.frame_size
     stream = FrameStream(pair.video, indices, fps=FPS, block=config.reverse_block)
@@ -409,16 +464,21 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
     codec = get_codec(config.codec)
     with progress(transient=True) as bar:
         task = bar.add_task("lip-sync", total=num_output, unit="frames")
+        written = 0
+        on_progress("denoise", written, num_output)
         with VideoWriter(out_path, FPS, width, height, crf=config.crf, preset=config.encode_preset,
                          audio_path=pair.audio, shortest=False, codec=codec.name,
                          frame_digest=codec.lossless) as writer:
 
             def encode(rows) -> None:
+                nonlocal written
                 rows = [row for row in rows if row[0] < num_output]  # the reference grid's frames past the audio
                 with timer("encode"):
                     for _, _, frame in rows:
                         writer.write(frame)
-                bar.update(task, advance=len(rows))
+                written += len(rows)
+                bar.update(task, completed=written)
+                on_progress("denoise", written, num_output)
 
             chunks = chunks_of(stream, config.chunk_frames, timer)
             mode = _pipeline_mode(config.pipeline, sampler.device)
@@ -431,8 +491,10 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
                 # On a CPU the warps would take cores from the U-Net: only the ffmpeg pipes overlap it ("io").
                 pipelined(chunks, lambda rows: rows, renderer.render, lambda _, rows: encode(rows),
                           overlap=mode == "io")
+            on_progress("encode", 0, 1)
             encode_tic = time.perf_counter()
         timer.seconds["encode"] += time.perf_counter() - encode_tic  # the encoder draining on close
+        on_progress("encode", 1, 1)
     synced = int((weights[:num_output] > 0).sum())
     strip_name = None
     if renderer.strip is not None and renderer.strip.panels:
@@ -465,15 +527,68 @@ def _pipeline_mode(mode: str, device) -> str:
     return "full" if device.type == "cuda" else "io"
 
 
+# ================================================================================================ preview
+@dataclass
+class ChunkPreview:
+    """One lip-synced chunk of an output, before the whole video is rendered."""
+
+    strip: FrameStrip  # input face, mask, generated face, blended frame of ``frame``
+    frame: int  # the output frame the strip shows
+    chunk: tuple[int, int]  # output frames [start, end) that were lip-synced
+    num_output: int  # frames the whole output would have
+    face_source: dict[str, Any]
+    timings_s: dict[str, float]
+
+
+def preview_chunk(video: str | Path, audio: str | Path, config: InferConfig, models: InferenceModels,
+                  at_seconds: float, on_progress: ProgressCallback | None = None) -> ChunkPreview:
+    """Lip-sync only the chunk of the output that holds ``at_seconds`` and return the frame strip of the frame
+    closest to that time that shows a face.
+
+    Pass 1 runs on the whole video (its face track goes to the track cache, so the full run skips detection) and
+    the whole audio is encoded, so the chunk is the one a full :func:`run` with the same settings renders: the
+    same chunk grid, faces, audio window and initial noise, hence the same frames.
+    """
+    from lsync.manifest import file_digest
+    from lsync.stages.infer_frames import FrameStream
+    from lsync.stages.infer_render import ChunkRenderer
+
+    video, audio = Path(video), Path(audio)
+    _check_inputs(video, audio, config)
+    on_progress = on_progress or _no_progress
+    timer = StageTimer()
+    plan = _plan_output(Pair(video, audio, output_name(video, None, config.codec)), config, models, timer,
+                        file_digest(video), on_progress)
+    target = min(max(0, int(round(at_seconds * FPS))), plan.num_output - 1)
+    start = target // config.chunk_frames * config.chunk_frames  # the chunk grid of a full run
+    end = min(start + config.chunk_frames, plan.num_rendered)
+    synced = [out for out in range(start, min(end, plan.num_output)) if plan.weights[out] > 0]
+    if not synced:
+        raise InputError(f"{video} shows no face from {start / FPS:.2f} s to {end / FPS:.2f} s (those frames pass "
+                         "through unchanged)", "preview another time")
+    shown = min(synced, key=lambda out: (abs(out - target), out))
+
+    on_progress("denoise", 0, end - start)
+    renderer = ChunkRenderer(plan.geometry, plan.features, models.sampler, plan.weights, timer)
+    renderer.strip = FrameStrip(at=shown, mask=models.sampler.mask)
+    with timer("decode"):
+        stream = FrameStream(video, plan.indices[start:end], fps=FPS, block=config.reverse_block)
+        chunk = [(start + out, src, frame) for out, src, frame in stream]
+    renderer.render(chunk)
+    on_progress("denoise", end - start, end - start)
+    return ChunkPreview(strip=renderer.strip, frame=shown, chunk=(start, end), num_output=plan.num_output,
+                        face_source=plan.face_source, timings_s=timer.as_dict())
+
+
 def _face_geometry(video: Path, config: InferConfig, resolution: int, video_digest: str | None,
-                   timer: StageTimer):
+                   timer: StageTimer, on_progress: ProgressCallback = _no_progress):
     """Pass 1: the video's face track (``--faces``, the cache, or detection), then one alignment per frame.
 
     Returns ``(FaceGeometry, face_source)`` where ``face_source`` records where the track came from.
     """
     from lsync.face.track_file import load_face_track
     from lsync.media.probe import probe
-    from lsync.stages.infer_faces import geometry_from_track
+    from lsync.face.video import geometry_from_track
 
     info = probe(video)
     frame_size = (info.width, info.height)
@@ -488,7 +603,7 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
         source = {"from": "cache", "path": str(cache_path)}
         log.info("face track of %s found in the track cache (%s): detection skipped", video, cache_path)
     else:
-        track = _detect(video, config, info, timer)
+        track = _detect(video, config, info, timer, on_progress)
         source = {"from": "detection"}
         if cache_path is not None:
             _store_in_cache(track, cache_path, video_digest)
@@ -498,6 +613,7 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
         saved = track.save(Path(config.save_faces).expanduser())
         source["saved_to"] = str(saved.resolve())
         log.info("face track saved to %s", saved)
+    on_progress("faces", track.num_frames, track.num_frames)
     source.update(track.counts())
     if "face_selection" in track.settings:
         source["face_selection"] = track.settings["face_selection"]
@@ -506,14 +622,26 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
     return geometry, source
 
 
-def _detect(video: Path, config: InferConfig, info, timer: StageTimer):
+def _detect(video: Path, config: InferConfig, info, timer: StageTimer,
+            on_progress: ProgressCallback = _no_progress):
+    from lsync.face.video import detect_track
     from lsync.stages.face_select import detect_selected_track, face_select_rule
-    from lsync.stages.infer_faces import detect_track
 
     detect = detect_selected_track if face_select_rule(config).multi_track else detect_track
+
+    total = info.frames_at(FPS)
     with progress(transient=True) as bar:
-        faces_task = bar.add_task("faces", total=info.frames_at(FPS), unit="frames")
-        track, timings = detect(video, config, fps=FPS, on_frames=lambda n: bar.update(faces_task, advance=n))
+        faces_task = bar.add_task("faces", total=total, unit="frames")
+        done = 0
+
+        def advance(frames: int) -> None:
+            nonlocal done
+            done += frames
+            bar.update(faces_task, completed=done)
+            on_progress("faces", min(done, total), total)
+
+        on_progress("faces", 0, total)
+        track, timings = detect(video, config, fps=FPS, on_frames=advance)
     timer.seconds["decode"] += timings.pop("decode", 0.0)
     timer.seconds["detect"] += sum(timings.values())
     return track
@@ -522,7 +650,7 @@ def _detect(video: Path, config: InferConfig, info, timer: StageTimer):
 def _track_cache_path(config: InferConfig, video_digest: str | None) -> Path | None:
     """The track cache entry of this video and detector settings (None: cache off or no digest)."""
     from lsync.face.track_file import cached_track_path
-    from lsync.stages.infer_faces import detector_settings
+    from lsync.face.video import detector_settings
     from lsync.weights import default_cache_dir
 
     from lsync.stages.face_select import selection_settings
@@ -663,7 +791,8 @@ def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1, co
 
 
 def run_pairs(pairs: list[Pair], out_dir: str | Path, config: InferConfig, overwrite: bool = False,
-              models: InferenceModels | None = None) -> list[dict[str, Any]]:
+              models: InferenceModels | None = None,
+              on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
     """Run every pair with one set of models; all inputs are checked before the first run starts."""
     out_dir = Path(out_dir)
     for pair in pairs:
@@ -673,5 +802,5 @@ def run_pairs(pairs: list[Pair], out_dir: str | Path, config: InferConfig, overw
     entries = []
     for number, pair in enumerate(pairs, start=1):
         log.info("pair %d of %d: %s + %s", number, len(pairs), pair.video, pair.audio)
-        entries.append(_run_checked(pair, out_dir, config, models))
+        entries.append(_run_checked(pair, out_dir, config, models, on_progress or _no_progress))
     return entries

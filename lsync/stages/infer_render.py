@@ -2,10 +2,10 @@
 
 A chunk goes through three steps (:class:`ChunkRenderer`):
 
-1. **prepare** - decode its frames, align the faces (:func:`lsync.stages.infer_faces.align_crop`), cut its audio
+1. **prepare** - decode its frames, align the faces (:func:`lsync.face.video.align_crop`), cut its audio
    window;
-2. **denoise** - the U-Net (:class:`lsync.stages.infer_denoise.ChunkSampler`);
-3. **finish** - paste the faces back into the frames (:func:`lsync.stages.infer_faces.paste_face`) and hand
+2. **denoise** - the U-Net (:class:`lsync.sampling.ChunkSampler`);
+3. **finish** - paste the faces back into the frames (:func:`lsync.face.video.paste_face`) and hand
    them to the encoder.
 
 :func:`pipelined` runs step 1 of the next chunk and step 3 of the previous one on two helper threads while the
@@ -77,9 +77,9 @@ class ChunkRenderer:
     """The three steps of one chunk (module docstring); ``prepare`` and ``finish`` are safe on helper threads.
 
     Args:
-        geometry: :class:`~lsync.stages.infer_faces.FaceGeometry` of the source video.
+        geometry: :class:`~lsync.face.video.FaceGeometry` of the source video.
         features: (T50, L+1, D) Whisper features of the driving audio.
-        sampler: a :class:`~lsync.stages.infer_denoise.ChunkSampler`.
+        sampler: a :class:`~lsync.sampling.ChunkSampler`.
         weights: (num_rendered,) blend weight of the face per output frame (0: the frame passes through).
         timer: a ``StageTimer`` (stage names ``align``, ``audio_features``, ``denoise``, ``restore``).
     """
@@ -97,7 +97,7 @@ class ChunkRenderer:
 
     def prepare(self, rows: list[Row]) -> PreparedChunk:
         from lsync.audio.whisper import feature_window
-        from lsync.stages.infer_faces import align_crop
+        from lsync.face.video import align_crop
 
         chunk = PreparedChunk(rows, synced=[row for row, (out, _, _) in enumerate(rows) if self.weights[out] > 0])
         if not chunk.synced:
@@ -126,7 +126,7 @@ class ChunkRenderer:
 
     def finish(self, chunk: PreparedChunk, generated: torch.Tensor | None) -> list[Row]:
         """Paste the generated faces into the chunk's frames (in place); returns the rows."""
-        from lsync.stages.infer_faces import align_crop, paste_face
+        from lsync.face.video import align_crop, paste_face
 
         if generated is None:
             return chunk.rows
@@ -147,7 +147,7 @@ class ChunkRenderer:
         return self.finish(chunk, self.denoise(chunk))
 
     def _touch(self, frame: np.ndarray, affine: np.ndarray) -> None:
-        from lsync.stages.infer_faces import face_window, paste_margin
+        from lsync.face.video import face_window, paste_margin
 
         rows, cols = face_window(affine, self.resolution, frame.shape[:2], paste_margin(affine, self.resolution))
         box = [cols.start, rows.start, cols.stop, rows.stop]

@@ -26,7 +26,7 @@ from lsync.manifest import (
     rewrite_records,
     write_manifest,
 )
-from lsync.stages.preprocess import CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, summarize_records
+from lsync.data.layout import CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, summarize_records
 
 log = get_logger(__name__)
 PER_SHARD_KEYS = ("shard", "workers")

@@ -36,19 +36,30 @@ import tempfile
 import time
 import unicodedata
 import wave
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from lsync.face.track import smooth_landmarks
-
-from lsync.config import config_to_dict, save_config_yaml, load_yaml
+from lsync.config import config_to_dict, load_yaml, save_config_yaml
 from lsync.console import get_logger, progress
+from lsync.data.layout import (
+    CLIPS_DIR,
+    CLIPS_FILE,
+    CONFIG_FILE,
+    FPS,
+    REJECTS_FILE,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    SOURCES_FILE,
+    VIDEO_EXTENSIONS,
+    summarize_records,
+)
 from lsync.errors import InputError, UsageError
+from lsync.face.config import FaceConfig
+from lsync.face.track import smooth_landmarks
 from lsync.manifest import (
     MANIFEST_NAME,
     TEMP_PREFIX,
@@ -66,12 +77,6 @@ from lsync.stages.preprocess_pool import WorkerCrash, WorkerPool, sigterm_as_int
 
 log = get_logger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
-CLIPS_DIR = "clips"
-CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, CONFIG_FILE = "clips.jsonl", "rejects.jsonl", "sources.jsonl", "config.yaml"
 # Config keys that change how the work is spread, not what it produces: a rerun may change them freely.
 RUNTIME_KEYS = ("workers",)
 #: A source whose audio stays below this loudness (RMS over the whole source, dB full scale) has no speech.
@@ -83,28 +88,14 @@ LISTING_REJECTS = (DANGLING_SYMLINK, NOT_A_FILE)
 
 
 @dataclass
-class PreprocessConfig:
-    """Everything that shapes a data directory. Defaults follow the LatentSync recipe."""
+class PreprocessConfig(FaceConfig):
+    """Everything that shapes a data directory. Defaults follow the LatentSync recipe; the face keys
+    (``detector`` ... ``smooth_strength``) are :class:`~lsync.face.config.FaceConfig`'s."""
 
+    min_face: int = 50  # training faces must be larger than what inference accepts (FaceConfig: 32)
     resolution: int = 256  # aligned face size (256 for LatentSync 1.5, 512 for 1.6)
     min_clip_seconds: float = 5.0
     max_clip_seconds: float = 10.0
-    detector: Literal["mediapipe", "insightface"] = "mediapipe"
-    detector_models: str | None = None  # InsightFace model pack folder (buffalo_l)
-    detect_size: int = 640  # faces are found on frames scaled to this long side (landmarks on full-size crops)
-    max_faces: int = 4  # faces detected per frame: more than one lets the tracker keep the subject in a crowd
-    # largest | center | speaker | X,Y | track:N (lsync.face.select): which face becomes the clips' subject
-    face_select: str = "largest"
-    max_gap: int = 5  # frames without a face that are interpolated; longer gaps split the clip
-    min_face: int = 50  # px (short side of the face box, full-resolution frame)
-    smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"  # landmark smoothing over time
-    smooth_strength: float = 1.0  # gaussian sigma / savgol half-window in frames
-    # face_select=speaker: the face in sync with the source's own audio, per shot (lsync.stages.face_select)
-    syncnet: str | None = None  # a syncnet run, checkpoint dir or stable_syncnet.pt
-    speaker_metric: Literal["stable", "syncnet-v2"] = "stable"
-    speaker_min_conf: float | None = None  # None: the metric's default
-    speaker_max_offset: int = 3
-    speaker_min_seconds: float = 1.0
     shot_threshold: float = 3.0  # adaptive content-detector ratio
     shot_min_content: float = 15.0
     val_fraction: float = 0.1  # share of sources in the val split (by a hash of the source path)
@@ -240,15 +231,6 @@ def _rejected(base: dict[str, Any], reason: str, detail: str, started: float) ->
     return SourceResult(source=source, rejects=[reject])
 
 
-def make_detector(config: PreprocessConfig):
-    """The configured face detector (preprocessing and inference build it the same way)."""
-    from lsync.face.detect import get_detector
-
-    if config.detector == "insightface":
-        return get_detector("insightface", models_dir=config.detector_models, max_faces=config.max_faces)
-    return get_detector("mediapipe", detect_size=config.detect_size, max_faces=config.max_faces)
-
-
 def _process_video(source, info, out_dir, config, base, started, frame_counter) -> SourceResult:
     from lsync.data.clip_plan import plan_clips
     from lsync.face.track import track_faces
@@ -311,13 +293,14 @@ def _choose_face(source: Source, per_frame_faces, cuts, frame_size, config: Prep
 
 def _analysis_pass(source: Source, config: PreprocessConfig, frame_counter):
     """Shot cuts and faces of every frame, decoded at 25 fps (the detector downscales, landmarks are full-size)."""
+    from lsync.face.detect import detector_from_config
     from lsync.media.shots import ShotDetector, ShotDetectorConfig
     from lsync.media.video import VideoReader
 
     shots = ShotDetector(ShotDetectorConfig(adaptive_threshold=config.shot_threshold,
                                             min_content=config.shot_min_content))
     per_frame_faces = []
-    with make_detector(config) as detector:
+    with detector_from_config(config) as detector:
         for frame in VideoReader(source.path, fps=FPS):
             shots.push(frame)
             per_frame_faces.append(detector.detect(frame))
@@ -632,20 +615,3 @@ def _finalize(out_dir: Path, config: PreprocessConfig, sources: list[Source], di
     inputs = [{"path": str(s.path), "kind": "video", "digest": digests[s.key]} for s in sources]
     write_manifest(out_dir, "data", config_to_dict(config), inputs=inputs, summary=summary)
     return summary
-
-
-def summarize_records(clips: list[dict[str, Any]], rejects: list[dict[str, Any]], sources: list[dict[str, Any]],
-                      resolution: int | None) -> dict[str, Any]:
-    """The ``summary`` of a data directory's ``lsync.json`` (also used by ``lsync merge``)."""
-    seconds = sum(c["num_frames"] for c in clips) / FPS
-    return {
-        "sources": len(sources),
-        "sources_accepted": sum(1 for s in sources if s["status"] == "accepted"),
-        "clips": len(clips),
-        "hours": round(seconds / 3600, 4),
-        "splits": dict(Counter(c["split"] for c in clips)),
-        "rejects": dict(Counter(r["reason"] for r in rejects)),
-        "fps": FPS,
-        "sample_rate": SAMPLE_RATE,
-        "resolution": resolution,
-    }

@@ -117,7 +117,7 @@ def check_geometry(config: dict[str, Any], image_size: int) -> None:
 
 def load_init_weights(model, path: str | Path) -> None:
     """Strictly load released (``stable_syncnet.pt``), safetensors or checkpoint-directory weights."""
-    from lsync.models.checkpoints import load_model_weights, load_state_dict_strict, read_state_dict
+    from lsync.checkpoints import load_model_weights, load_state_dict_strict, read_state_dict
 
     p = Path(path)
     if p.is_dir():

@@ -147,14 +147,14 @@ def load_init(unet: torch.nn.Module, path: str | Path, allow_partial: bool) -> s
     Strict unless ``allow_partial``: then every tensor whose name and shape fit is loaded, and what was left at
     its initial value (and what the file had that the U-Net does not) is printed.
     """
-    from lsync.models.checkpoints import WEIGHTS_NAME, load_state_dict_strict, read_state_dict
+    from lsync.checkpoints import WEIGHTS_NAME, load_state_dict_strict, read_state_dict
 
     p = Path(path)
     if p.is_dir():
         from lsync.training.trainable import compose_state_dict
 
         if not (p / WEIGHTS_NAME).is_file():
-            from lsync.stages.infer_denoise import resolve_unet_source
+            from lsync.sampling import resolve_unet_source
 
             p = resolve_unet_source(p)
         state = compose_state_dict(p, use_ema=True)
@@ -188,7 +188,7 @@ def _grouped(names: list[str], depth: int = 3) -> str:
 def build_unet(config: TrainUNetConfig, resume_from: Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The U-Net with its trainable parameters selected and its checkpoint config (``_base`` when the init file
     holds every frozen weight). On resume the weights come from the checkpoint, so ``--init`` is not read."""
-    from lsync.models.checkpoints import load_model_config
+    from lsync.checkpoints import load_model_config
     from lsync.models.presets import build_unet as build
     from lsync.training.trainable import BASE_KEY, count_parameters, frozen_state_dict, select_trainable
 
@@ -392,7 +392,7 @@ def _validation_renderer(run_dir, data_dir, records, train_set, extractor, vae, 
 def _inputs(data_dir: Path, config: TrainUNetConfig) -> list[dict[str, Any]]:
     """The manifest's inputs: the data directory, and the --init and --syncnet files or directories, with digests."""
     from lsync.manifest import describe_input, file_digest, is_complete
-    from lsync.models.checkpoints import WEIGHTS_NAME
+    from lsync.checkpoints import WEIGHTS_NAME
 
     inputs = [describe_input(data_dir)]
     for path, kind in ((config.init, "unet-init"), (config.syncnet, "syncnet")):

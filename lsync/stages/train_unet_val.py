@@ -1,7 +1,7 @@
 """The validation video of a U-Net run: a ``val`` clip's faces lip-synced to another clip's audio.
 
 Every validation renders ``<run>/val/step-NNNNNN.mp4`` with the inference sampler
-(:class:`lsync.stages.infer_denoise.ChunkSampler`: DDIM, guidance, shared initial noise, mask compositing) on the
+(:class:`lsync.sampling.ChunkSampler`: DDIM, guidance, shared initial noise, mask compositing) on the
 aligned faces of the data directory - no face detection or paste-back - with the other clip's audio muxed in.
 When a SyncNet is at hand each 16-frame window of the result is scored against the audio's mel: ``sync_cosine``
 is the mean cosine similarity, ``sync_accuracy`` the share of windows above 0.5 (what the SyncNet calls in sync).
@@ -92,7 +92,7 @@ class ValidationRenderer:
         """The lip-synced faces, uint8 (N, R, R, 3)."""
         from lsync.diffusion import make_scheduler
         from lsync.models.presets import ModelBundle
-        from lsync.stages.infer_denoise import ChunkSampler
+        from lsync.sampling import ChunkSampler
 
         bundle = ModelBundle(preset="training", resolution=self.resolution, unet=unet, vae=self.vae,
                              audio=self.extractor, scheduler=make_scheduler(), files={})

@@ -3,7 +3,7 @@
 A checkpoint directory holds
 
 * ``model.safetensors`` + ``config.json`` - the weights and the model's constructor config
-  (:func:`lsync.models.checkpoints.save_model`, so any lsync loader reads a checkpoint like a released model);
+  (:func:`lsync.checkpoints.save_model`, so any lsync loader reads a checkpoint like a released model);
 * ``training_state.pt`` - optimizer, gradient scaler, learning-rate schedule, step, data position (epoch and
   micro-batches consumed) and whatever else the trainer records; plain tensors and containers only, loaded with
   ``weights_only=True``;
@@ -26,7 +26,7 @@ import torch
 from lsync.console import get_logger
 from lsync.errors import CheckpointError
 from lsync.manifest import TEMP_PREFIX, atomic_output
-from lsync.models.checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_torch_checkpoint
+from lsync.checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_torch_checkpoint
 
 log = get_logger(__name__)
 
@@ -136,7 +136,7 @@ def weights_digest(source: str | Path) -> str | None:
     """Quick digest of the weights a model argument resolves to: a run directory's newest checkpoint, a
     checkpoint directory's ``model.safetensors``, or a weights file. ``None`` when there are none."""
     from lsync.manifest import quick_file_digest
-    from lsync.models.checkpoints import WEIGHTS_NAME
+    from lsync.checkpoints import WEIGHTS_NAME
 
     path = Path(source)
     if path.is_dir():

@@ -176,10 +176,6 @@ class Trainer:
     def global_batch_size(self) -> int:
         return self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
 
-    def request_stop(self) -> None:
-        """Ask the loop to stop after the current step with a checkpoint (what Ctrl-C does)."""
-        self._stop_requested = True
-
     def _validate_arguments(self) -> None:
         c = self.config
         for name in ("batch_size", "grad_accum", "max_steps", "log_every"):
@@ -485,7 +481,7 @@ class Trainer:
 
 
     def _load_ema(self, checkpoint: Path, num_updates: int | None) -> None:
-        from lsync.models.checkpoints import load_safetensors
+        from lsync.checkpoints import load_safetensors
 
         path = checkpoint / EMA_FILE
         if path.is_file() and num_updates is not None:

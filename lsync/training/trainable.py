@@ -124,7 +124,7 @@ def save_weights(model: nn.Module, directory: str | Path, config: Mapping[str, A
 
     A trainable-only file needs ``config[_base]`` to be loadable on its own; the trainer sees to that.
     """
-    from lsync.models.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+    from lsync.checkpoints import CONFIG_NAME, WEIGHTS_NAME
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def weights_kind(path: str | Path) -> str:
 
 def base_files(checkpoint: str | Path) -> list[Path]:
     """The base weight files a checkpoint's ``config.json`` lists, resolved against the checkpoint directory."""
-    from lsync.models.checkpoints import load_model_config
+    from lsync.checkpoints import load_model_config
 
     directory = Path(checkpoint)
     entries = load_model_config(directory).get(BASE_KEY) or []
@@ -156,7 +156,7 @@ def base_files(checkpoint: str | Path) -> list[Path]:
 def compose_state_dict(checkpoint: str | Path, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """The whole model's weights from a checkpoint directory: its base files, then ``model.safetensors``, then
     (``use_ema`` and present) ``ema.safetensors`` on top."""
-    from lsync.models.checkpoints import WEIGHTS_NAME, load_safetensors, read_state_dict
+    from lsync.checkpoints import WEIGHTS_NAME, load_safetensors, read_state_dict
 
     directory = Path(checkpoint)
     weights = directory / WEIGHTS_NAME
@@ -180,7 +180,7 @@ def compose_state_dict(checkpoint: str | Path, use_ema: bool = False) -> dict[st
 def load_checkpoint_model(model: nn.Module, checkpoint: str | Path, use_ema: bool = False,
                           assign: bool = False) -> nn.Module:
     """Strictly load a full or trainable-only checkpoint (see :func:`compose_state_dict`) into ``model``."""
-    from lsync.models.checkpoints import load_state_dict_strict
+    from lsync.checkpoints import load_state_dict_strict
 
     state = compose_state_dict(checkpoint, use_ema=use_ema)
     return load_state_dict_strict(model, state, source=str(checkpoint), assign=assign)

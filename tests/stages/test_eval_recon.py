@@ -14,7 +14,7 @@ from lsync.commands.evaluate import evaluate as eval_group
 from lsync.errors import InputError, UsageError
 from lsync.face.mask import mouth_mask
 from lsync.manifest import read_manifest
-from lsync.models.checkpoints import save_model
+from lsync.checkpoints import save_model
 from lsync.models.presets import build_unet, model_config
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.eval_recon import (EvalReconConfig, evaluate, masked_psnr, masked_ssim, mouth_region,
@@ -66,7 +66,7 @@ def unet_run(tmp_path_factory) -> Path:
 def test_regenerated_frames_keep_every_pixel_outside_the_mouth(val_data, unet_run):
     from lsync.audio.mel import load_wav_16k_mono
     from lsync.manifest import read_records
-    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models
+    from lsync.sampling import ChunkSampler, load_inference_models
 
     torch.set_num_threads(1)  # other processes share the cores: more threads only spin
     bundle, _ = load_inference_models("tiny", unet=unet_run)

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from lsync.commands.evaluate import evaluate as eval_group
 from lsync.errors import CheckpointError, InputError
 from lsync.manifest import read_manifest
-from lsync.models.checkpoints import save_model
+from lsync.checkpoints import save_model
 from lsync.models.presets import model_config
 from lsync.models.syncnet import StableSyncNet
-from lsync.models.syncnet_v2 import SyncNetV2, SyncNetV2Scorer, load_syncnet_v2, mfcc
-from lsync.sync_metrics import (StableSyncNetScorer, score_distances, score_sync, shifted_distances,
+from lsync.models.syncnet_v2 import SyncNetV2, load_syncnet_v2, mfcc
+from lsync.sync_metrics import (StableSyncNetScorer, SyncNetV2Scorer, score_distances, score_sync, shifted_distances,
                                 window_validity)
 
 SAMPLES_PER_FRAME = 640

@@ -22,7 +22,7 @@ from lsync.data.syncnet_dataset import read_clip_records
 from lsync.errors import InputError, ManifestError, UsageError
 from lsync.manifest import read_manifest, read_records
 from lsync.media.video import VideoReader
-from lsync.stages.eval_sync import score_clip
+from lsync.sync_metrics import score_clip
 from lsync.stages.filter_sync import FilterSyncConfig, run, shift_plan
 from lsync.stages.preprocess import PreprocessConfig, run as preprocess
 from lsync.synth import synthesize

@@ -15,7 +15,7 @@ from lsync.media.ffmpeg import ffmpeg_command
 from lsync.media.probe import probe
 from lsync.media.video import VideoReader, VideoWriter
 from lsync.stages.infer import InferConfig, load_models_for, read_pairs, run, run_pairs
-from lsync.stages.infer_denoise import DeepFeatureCache, load_inference_models, resolve_unet_source
+from lsync.sampling import DeepFeatureCache, load_inference_models, resolve_unet_source
 from lsync.stages.infer_frames import FrameStream, crossfade_weights, playback_runs, source_indices
 
 FAST = dict(preset="tiny", steps=2, threads=1, encode_preset="ultrafast", detect_size=320)
@@ -112,7 +112,7 @@ def test_deep_feature_cache_skips_the_deep_blocks_and_restores_them():
 
 def test_unet_checkpoints_are_found_in_run_dirs_and_loaded_strictly(tmp_path):
     from lsync.errors import InputError
-    from lsync.models.checkpoints import save_model
+    from lsync.checkpoints import save_model
 
     bundle, _ = load_inference_models("tiny")
     run_dir = tmp_path / "run"

@@ -92,7 +92,7 @@ def test_face_tracks_are_saved_cached_reused_and_refused_for_another_video(clips
 @pytest.mark.slow
 def test_plain_point_arrays_drive_the_alignment_and_nan_rows_pass_through(clips, tmp_path, capsys):
     from lsync.face.track_file import FaceTrack
-    from lsync.stages.infer_faces import detect_track
+    from lsync.face.video import detect_track
     from lsync.stages.infer import InferConfig
 
     track, _ = detect_track(clips["talk"], InferConfig(detect_size=320))
@@ -152,7 +152,7 @@ def test_codec_and_file_name_must_agree_and_missing_option_files_are_named(tmp_p
 
 
 def test_an_all_keep_mask_leaves_every_pixel_as_it_was():
-    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models
+    from lsync.sampling import ChunkSampler, load_inference_models
 
     bundle, _ = load_inference_models("tiny")
     resolution = bundle.resolution
@@ -188,7 +188,7 @@ def test_ffv1_frame_digest_is_the_digest_of_the_decoded_frames(tmp_path):
 
 
 def test_dpm_solver_restarts_its_history_for_every_chunk():
-    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models
+    from lsync.sampling import ChunkSampler, load_inference_models
 
     bundle, _ = load_inference_models("tiny")
     sampler = ChunkSampler(bundle, torch.device("cpu"), torch.float32, steps=3, scheduler="dpm++")
@@ -203,7 +203,7 @@ def test_dpm_solver_restarts_its_history_for_every_chunk():
 
 
 def test_auto_dtype_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
-    import lsync.stages.infer_denoise as denoise
+    import lsync.sampling as denoise
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(denoise, "cpu_native_bf16", lambda: "AMX-BF16")
@@ -217,7 +217,7 @@ def test_auto_dtype_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypat
 
 
 def test_the_chosen_dtype_and_its_reason_are_recorded(monkeypatch):
-    import lsync.stages.infer_denoise as denoise
+    import lsync.sampling as denoise
     from lsync.stages.infer import InferConfig, load_models_for
 
     monkeypatch.setattr(denoise, "cpu_native_bf16", lambda: "AVX512-BF16")

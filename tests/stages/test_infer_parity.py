@@ -160,7 +160,7 @@ def plan(golden, params, features):
     """(source index per rendered frame, alignment matrix per source frame)."""
     from lsync.face.track_file import FaceTrack
     from lsync.stages.infer import InferConfig, model_frame_count
-    from lsync.stages.infer_faces import geometry_from_track
+    from lsync.face.video import geometry_from_track
     from lsync.stages.infer_frames import source_indices
 
     track = FaceTrack.from_points(np.load(golden / "landmarks3.npy"))
@@ -192,7 +192,7 @@ def test_alignment_matrices_of_every_output_frame_match(plan, intermediates):
 
 
 def test_aligned_faces_match(golden, params, plan, intermediates):
-    from lsync.stages.infer_faces import align_crop
+    from lsync.face.video import align_crop
 
     _, affines = plan
     expected = intermediates["aligned_faces_0_15"].permute(0, 2, 3, 1).numpy()

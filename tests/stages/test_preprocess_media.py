@@ -9,7 +9,7 @@ import pytest
 
 from lsync.face.align import aligned_face_size, template_points
 from lsync.face.detect import get_detector
-from lsync.inspect import contact_sheet
+from lsync.summary import contact_sheet
 from lsync.manifest import read_manifest, read_records
 from lsync.media.probe import probe
 from lsync.media.video import VideoReader

@@ -24,7 +24,7 @@ from lsync.config import config_from_dict, load_yaml
 from lsync.data.syncnet_dataset import SyncNetDataset, evaluation_keys, load_clips, read_clip_records
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
-from lsync.models.checkpoints import load_model_config, load_model_weights
+from lsync.checkpoints import load_model_config, load_model_weights
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.preprocess import PreprocessConfig, run as preprocess, split_of
 from lsync.stages.train_syncnet import TrainSyncNetConfig

@@ -22,7 +22,7 @@ from lsync.config import resolve_config
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.media.probe import probe
-from lsync.models.checkpoints import load_model_config, load_model_weights, save_model
+from lsync.checkpoints import load_model_config, load_model_weights, save_model
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.preprocess import PreprocessConfig, run as preprocess, split_of
 from lsync.stages.train_unet import TrainUNetConfig, load_init, run as train_unet
@@ -206,7 +206,7 @@ def test_sync_weight_is_read_back_from_the_saved_config(four_loss_run, unet_data
 
 
 def test_checkpoint_loads_for_inference_with_ema_and_the_val_video_has_audio(four_loss_run):
-    from lsync.stages.infer_denoise import load_inference_models
+    from lsync.sampling import load_inference_models
 
     checkpoint = four_loss_run / "checkpoints" / "step-000002"
     assert {p.name for p in checkpoint.iterdir()} == {"model.safetensors", "ema.safetensors", "config.json",

@@ -9,7 +9,7 @@ from torch import nn
 
 from lsync.errors import CheckpointError, ConfigError
 from lsync.manifest import read_records
-from lsync.models.checkpoints import load_model_config
+from lsync.checkpoints import load_model_config
 from lsync.training.ema import TrainableEMA
 from lsync.training.loop import LoopConfig, Trainer
 from lsync.training.sampling import SampleKey

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lsync.errors import CheckpointError
-from lsync.models.checkpoints import (
+from lsync.checkpoints import (
     CONFIG_NAME,
     MAX_KEYS_IN_MESSAGE,
     WEIGHTS_NAME,

@@ -1,5 +1,8 @@
 """Inference models and the per-chunk sampler: 16 aligned faces + their audio in, lip-synced faces out.
 
+Shared by inference, U-Net validation during training, the sync filter and the evaluations, so it lives below
+``stages/`` beside :mod:`lsync.diffusion` (the schedulers it drives).
+
 Per chunk (LatentSync's pipeline):
 
 1. pixel values ``(x / 255 - 0.5) / 0.5``; masked frames = pixels x the mouth mask (1 keeps, 0 repaints);
@@ -84,11 +87,11 @@ def resolve_unet_source(path: str | Path) -> Path:
     """The checkpoint a ``--unet`` argument names.
 
     Accepted: a checkpoint directory (``config.json`` + ``model.safetensors``, written by
-    :func:`lsync.models.checkpoints.save_model`); a training run directory, whose newest complete
+    :func:`lsync.checkpoints.save_model`); a training run directory, whose newest complete
     ``checkpoints/step-*/`` is taken; or a weights file (``.pt`` in the released format, or ``.safetensors``)
     that is built with the preset's U-Net config.
     """
-    from lsync.models.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+    from lsync.checkpoints import CONFIG_NAME, WEIGHTS_NAME
 
     p = Path(path).expanduser()
     if p.is_file():
@@ -109,7 +112,7 @@ def resolve_unet_source(path: str | Path) -> Path:
 
 
 def _load_unet(source: Path, preset_config: dict[str, Any]):
-    from lsync.models.checkpoints import load_model_config, load_state_dict_strict, read_state_dict
+    from lsync.checkpoints import load_model_config, load_state_dict_strict, read_state_dict
     from lsync.models.presets import build_unet
     from lsync.training.trainable import load_checkpoint_model
 

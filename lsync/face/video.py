@@ -1,4 +1,4 @@
-"""Inference pass 1 (faces of every frame -> one alignment matrix per source frame) and the per-frame warps.
+"""Video face analysis (faces of every frame -> one alignment matrix per source frame) and the per-frame warps.
 
 Tracking needs every detection before it can decide anything (a subject is chosen once and followed, gaps
 are bridged or split), so pass 1 decodes the whole video and keeps only boxes and three landmarks per frame.
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lsync.face.align import AlignmentSmoother, aligned_face_size, restore_face, similarity_transform, warp_face
+from lsync.face.config import FaceConfig, VideoFaceConfig
 from lsync.face.track import smooth_landmarks, track_faces
 from lsync.face.track_file import INTERPOLATED, FaceTrack
 
@@ -56,7 +57,7 @@ class FaceGeometry:
 
 def analyse_faces(
     video: str | Path,
-    config: Any,
+    config: VideoFaceConfig,
     resolution: int,
     fps: float = 25.0,
     on_frames: Callable[[int], None] | None = None,
@@ -65,10 +66,7 @@ def analyse_faces(
 
     Args:
         video: the driving video.
-        config: anything with the detector fields of :class:`~lsync.stages.preprocess.PreprocessConfig`
-            (``detector``, ``detector_models``, ``detect_size``, ``max_faces``) plus ``face_select``,
-            ``max_gap``, ``min_face``, ``smooth_method``, ``smooth_strength``, ``align_smooth``,
-            ``detect_batch`` (:class:`~lsync.stages.infer.InferConfig`).
+        config: a :class:`~lsync.face.config.VideoFaceConfig` (or a stage config that inherits it).
         resolution: aligned face size R of the model.
         on_frames: called with the number of frames just analysed (progress).
     """
@@ -78,7 +76,7 @@ def analyse_faces(
     return geometry
 
 
-def detector_settings(config: Any) -> dict[str, Any]:
+def detector_settings(config: FaceConfig) -> dict[str, Any]:
     """The settings that decide a face track (the key of the track cache; smoothing is applied afterwards)."""
     return {
         "detector": config.detector, "detector_models": config.detector_models, "detect_size": config.detect_size,
@@ -89,16 +87,26 @@ def detector_settings(config: Any) -> dict[str, Any]:
 
 def detect_track(
     video: str | Path,
-    config: Any,
+    config: VideoFaceConfig,
     fps: float = 25.0,
     on_frames: Callable[[int], None] | None = None,
 ) -> tuple[FaceTrack, dict[str, float]]:
     """Decode every frame, detect faces in batches and track one subject: the :class:`FaceTrack` of ``video``
     and the seconds spent decoding, detecting and tracking (``largest`` / ``center``; the rules that need every
     face tracked first are :func:`lsync.stages.face_select.detect_selected_track`)."""
+    from lsync.errors import UsageError
+    from lsync.face.select import parse_face_select
+
+    try:
+        rule = parse_face_select(config.face_select)
+    except ValueError as exc:
+        raise UsageError(str(exc), "pass --face-select largest|center|speaker|X,Y|track:N") from None
+    if rule.multi_track:  # they need the stages' SyncNet or a named track: lsync.stages.face_select
+        raise UsageError(f"--face-select {rule} is for lsync infer and lsync preprocess",
+                         "use --face-select largest or center here")
     detection = detect_faces(video, config, fps=fps, on_frames=on_frames)
     tic = time.perf_counter()
-    segments = track_faces(detection.faces, face_select=config.face_select, frame_size=detection.frame_size,
+    segments = track_faces(detection.faces, face_select=rule.mode, frame_size=detection.frame_size,
                            max_gap=config.max_gap, min_face=config.min_face)
     track = FaceTrack.from_segments(segments, len(detection.faces), frame_size=detection.frame_size,
                                     settings=detector_settings(config))
@@ -122,13 +130,13 @@ def detect_faces(video: str | Path, config: Any, fps: float = 25.0, on_frames: C
     the shot cuts (:class:`lsync.media.shots.ShotDetector`, default thresholds)."""
     from lsync.media.shots import ShotDetector
     from lsync.media.video import VideoReader
-    from lsync.stages.preprocess import make_detector
+    from lsync.face.detect import detector_from_config
 
     reader = VideoReader(video, fps=fps)
     per_frame_faces = []
     shot_detector = ShotDetector() if shots else None
     timings = {"decode": 0.0, "detect": 0.0}
-    with make_detector(config) as detector:
+    with detector_from_config(config) as detector:
         batches = reader.iter_batches(config.detect_batch)
         while True:
             tic = time.perf_counter()
@@ -148,7 +156,7 @@ def detect_faces(video: str | Path, config: Any, fps: float = 25.0, on_frames: C
     return Detections(per_frame_faces, (reader.width, reader.height), cuts, timings)
 
 
-def geometry_from_track(track: FaceTrack, config: Any, resolution: int, fps: float = 25.0,
+def geometry_from_track(track: FaceTrack, config: VideoFaceConfig, resolution: int, fps: float = 25.0,
                         frame_size: tuple[int, int] | None = None) -> FaceGeometry:
     """Smooth each tracked stretch's landmarks (``smooth_method``, ``smooth_strength``) and fit one alignment
     matrix per frame, with the reference's ``smooth=True`` matrix smoother restarted per stretch

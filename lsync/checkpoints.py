@@ -1,5 +1,8 @@
 """The one place that reads and writes checkpoint files.
 
+A checkpoint format is I/O, not a model: this module sits at the bottom of the house beside the manifest, so the
+models, the Whisper encoder in ``lsync.audio`` and the trainers all read and write through it.
+
 Two families of files pass through here:
 
 * **Reference checkpoints** users bring from LatentSync and its dependencies, each a torch pickle with its own
