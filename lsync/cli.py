@@ -50,12 +50,20 @@ def cli() -> None:
 @click.option("--fps", type=click.IntRange(min=1), default=25, show_default=True, help="Video frame rate.")
 @click.option("--av-offset", type=int, default=0, show_default=True,
               help="Shift the audio by whole frames (positive: audio late) to make known out-of-sync clips.")
+@click.option("--faces", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="2: two faces side by side (random sizes), each with its own speech-like audio.")
+@click.option("--speaker", type=click.Choice(["random", "left", "right", "both", "none"]), default="random",
+              show_default=True,
+              help="With --faces 2: whose speech the soundtrack is (random: left or right per clip; both: mixed; "
+                   "none: closed mouths, an off-screen voice). Recorded per clip in lsync.json.")
 @verbosity_options
-def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset: int) -> None:
+def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset: int, faces: int,
+          speaker: str) -> None:
     """Write synthetic talking-face videos (offline data for the demo and the tests) into OUT."""
     from lsync.synth import synthesize
 
-    written = synthesize(out, clips=clips, seconds=seconds, seed=seed, fps=fps, av_offset=av_offset)
+    written = synthesize(out, clips=clips, seconds=seconds, seed=seed, fps=fps, av_offset=av_offset, faces=faces,
+                         speaker=speaker)
     say(f"[green]wrote[/] {len(written)} clips to {out}")
 
 

@@ -39,8 +39,11 @@ def face_options(func):
                      help="Face detector  [default: mediapipe]."),
         click.option("--detector-models", type=click.Path(file_okay=False),
                      help="InsightFace model pack folder (buffalo_l)."),
-        click.option("--face-select", type=click.Choice(["largest", "center"]),
-                     help="Which face to follow  [default: largest]."),
+        click.option("--face-select", metavar="RULE",
+                     help="Which face to follow: largest, center, speaker (the face in sync with the video's own "
+                          "audio, per shot; needs --syncnet), X,Y (the face whose box holds that pixel where it first "
+                          "appears) or track:N (a track of lsync infer --list-faces)  [default: largest]."),
+        click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or stable_syncnet.pt."),
         click.option("--max-faces", type=click.IntRange(min=1), help="Faces detected per frame  [default: 4]."),
         click.option("--min-face", type=click.IntRange(min=1), help="Ignore faces smaller than this (px)."),
         click.option("--max-gap", type=click.IntRange(min=0), help="Interpolate up to this many face-less frames."),

@@ -80,6 +80,12 @@ FORMANT_GAINS = np.array([1.0, 0.6, 0.3])
 MAX_HARMONIC_HZ = 5000.0
 
 DEFAULT_SIZE = (512, 640)  # (width, height) of the output video
+DEFAULT_SIZE_TWO_FACES = (1024, 640)  # two 512 x 640 panels side by side
+#: Who the soundtrack of a two-face clip belongs to: the left face, the right face, both (their speech mixed),
+#: or none (both mouths stay closed and the soundtrack is a third, off-screen voice).
+SPEAKERS = ("left", "right", "both", "none")
+#: Range of the per-face size factor of two-face clips (1 = the single-face framing, ~45 % of the panel width).
+FACE_SCALE_RANGE = (0.6, 1.0)
 DEFAULT_SAMPLE_RATE = 48000
 SAMPLE_RATE_16K_FRAME = 640  # samples per 25 fps frame at 16 kHz: the window of the mouth envelope
 
@@ -96,9 +102,11 @@ class SynthClip:
     fps: float
     duration_s: float
     sample_rate: int
+    faces: list[dict[str, Any]] | None = None  # two-face clips: side, scale, first-frame box of each face
+    speaker: str | None = None  # two-face clips: whose speech the soundtrack is (SPEAKERS)
 
     def record(self) -> dict[str, Any]:
-        return {
+        row = {
             "name": self.name,
             "index": self.index,
             "av_offset_frames": self.av_offset_frames,
@@ -107,6 +115,10 @@ class SynthClip:
             "duration_s": self.duration_s,
             "sample_rate": self.sample_rate,
         }
+        if self.faces is not None:
+            row.update(faces=self.faces, speaker=self.speaker,
+                       speaker_index=SPEAKERS.index(self.speaker) if self.speaker in SPEAKERS[:2] else None)
+        return row
 
 
 def synthesize(
@@ -120,6 +132,8 @@ def synthesize(
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     crf: int = 18,
     preset: str = "veryfast",
+    faces: int = 1,
+    speaker: str | Sequence[str] = "random",
 ) -> list[SynthClip]:
     """Write ``clips`` talking-head mp4 files (H.264 + AAC) and a ``raw`` ``lsync.json`` into ``out_dir``.
 
@@ -132,6 +146,11 @@ def synthesize(
             clip; positive = audio late (the sound of frame t is heard at frame t + K).
         size: (width, height), even numbers, the face is framed for portrait sizes like 512 x 640.
         sample_rate: audio rate of the files (48 kHz or 44.1 kHz AAC).
+        faces: 1, or 2 for two faces side by side (each in its own half of the frame, each with its own size
+            factor in :data:`FACE_SCALE_RANGE`, head motion and speech-like audio, mouth following that speech).
+        speaker: two faces only: whose speech is the soundtrack, one of :data:`SPEAKERS` or ``random`` (left or
+            right, drawn per clip), one value for all clips or one per clip. Recorded per clip in the manifest
+            (``speaker``, ``speaker_index``, ``faces``).
 
     Returns:
         the clips written, in order; their ``record()`` dicts are also the manifest's ``summary.files``.
@@ -143,6 +162,14 @@ def synthesize(
     offsets = [int(av_offset)] * clips if np.isscalar(av_offset) else [int(k) for k in av_offset]
     if len(offsets) != clips:
         raise ValueError(f"av_offset has {len(offsets)} values for {clips} clips")
+    if faces not in (1, 2):
+        raise ValueError(f"faces must be 1 or 2, got {faces}")
+    speakers = [speaker] * clips if isinstance(speaker, str) else list(speaker)
+    if len(speakers) != clips or any(s not in (*SPEAKERS, "random") for s in speakers):
+        raise ValueError(f"speaker must be one of {SPEAKERS + ('random',)} (one for all clips or one per clip), "
+                         f"got {speaker!r}")
+    if faces == 2 and size == DEFAULT_SIZE:
+        size = DEFAULT_SIZE_TWO_FACES
     width, height = size
     num_frames = int(round(seconds * fps))
     out = Path(out_dir)
@@ -154,14 +181,20 @@ def synthesize(
         task = bar.add_task("synth", total=clips, unit="clips")
         for index, offset in enumerate(offsets):
             rng = np.random.default_rng([seed, index])
-            clip = _write_clip(out, index, rng, photo, num_frames, fps, offset, width, height, sample_rate,
-                               crf, preset)
+            if faces == 1:
+                clip = _write_clip(out, index, rng, photo, num_frames, fps, offset, width, height, sample_rate,
+                                   crf, preset)
+            else:
+                clip = _write_two_face_clip(out, index, seed, speakers[index], photo, num_frames, fps, offset,
+                                            width, height, sample_rate, crf, preset)
             log.debug("wrote %s (%d frames, audio offset %+d frames)", clip.path, num_frames, offset)
             written.append(clip)
             bar.update(task, advance=1)
 
     config = {"seed": seed, "clips": clips, "seconds": seconds, "fps": fps, "av_offset": offsets,
               "size": [width, height], "sample_rate": sample_rate, "crf": crf, "preset": preset}
+    if faces == 2:
+        config.update(faces=2, speaker=speakers)
     summary = {"num_clips": clips, "files": [clip.record() for clip in written],
                "av_offset_sign": "positive = audio late: the sound of video frame t is heard at frame t + K"}
     write_manifest(out, "raw", config, summary=summary)
@@ -201,6 +234,68 @@ def _write_clip(out: Path, index: int, rng: np.random.Generator, photo: np.ndarr
                 writer.write(render_frame(photo, opening[t], motion[t], width, height))
     return SynthClip(name=name, path=path, index=index, av_offset_frames=offset, num_frames=num_frames,
                      fps=fps, duration_s=num_frames / fps, sample_rate=sample_rate)
+
+
+def _write_two_face_clip(out: Path, index: int, seed: int, speaker: str, photo: np.ndarray, num_frames: int,
+                         fps: float, offset: int, width: int, height: int, sample_rate: int, crf: int,
+                         preset: str) -> SynthClip:
+    """Two faces side by side, each drawn like a single-face clip in its half of the frame with its own speech;
+    the soundtrack is the speech of ``speaker`` (``random``: left or right, drawn from the clip's rng)."""
+    layout = np.random.default_rng([seed, index, 2])
+    if speaker == "random":
+        speaker = SPEAKERS[int(layout.integers(2))]
+    scales = layout.uniform(*FACE_SCALE_RANGE, size=2)
+    panel = width // 2
+    total_frames = num_frames + abs(offset)
+    mouth_start, audio_start = (offset, 0) if offset >= 0 else (0, -offset)
+    audio_slice = slice(_frame_boundary(audio_start, fps, sample_rate),
+                        _frame_boundary(audio_start + num_frames, fps, sample_rate))
+    voices, openings, motions = [], [], []
+    for face in range(2):
+        rng = np.random.default_rng([seed, index, face])
+        speech = speech_like_audio(rng, _frame_boundary(total_frames, fps, sample_rate), sample_rate)
+        envelope = frame_envelope(speech, total_frames, fps, sample_rate)
+        opening = mouth_opening(envelope)[mouth_start: mouth_start + num_frames]
+        if speaker == "none":
+            opening = np.zeros_like(opening)  # silent faces: lips closed throughout
+        voices.append(speech[audio_slice])
+        openings.append(opening)
+        motions.append(head_motion(rng, num_frames, fps))
+    if speaker in ("left", "right"):
+        audio = voices[SPEAKERS.index(speaker)]
+    elif speaker == "both":
+        audio = 0.5 * (voices[0] + voices[1])
+    else:  # an off-screen voice nobody's lips follow
+        off_screen = np.random.default_rng([seed, index, 3])
+        audio = speech_like_audio(off_screen, _frame_boundary(total_frames, fps, sample_rate),
+                                  sample_rate)[audio_slice]
+
+    placed = []
+    for face, side in enumerate(("left", "right")):
+        matrix = _frame_matrix(motions[face][0], panel, height, float(scales[face]))
+        center = matrix @ np.array([*FACE_CENTER, 1.0])
+        half = 0.5 * FACE_WIDTH * abs(float(np.linalg.det(matrix[:, :2]))) ** 0.5
+        x_shift = face * panel
+        placed.append({"side": side, "scale": round(float(scales[face]), 4),
+                       "center": [round(float(center[0] + x_shift), 1), round(float(center[1]), 1)],
+                       "box": [round(float(v), 1) for v in (center[0] + x_shift - half, center[1] - 1.1 * half,
+                                                            center[0] + x_shift + half, center[1] + 1.1 * half)]})
+
+    name = f"synth2_{index:03d}.mp4"
+    path = out / name
+    with tempfile.TemporaryDirectory(prefix=".lsync-synth-", dir=out) as tmp:
+        wav = write_wav(Path(tmp) / "audio.wav", audio.astype(np.float32), sample_rate)
+        with VideoWriter(path, fps, width, height, crf=crf, preset=preset, audio_path=wav, audio_bitrate="128k",
+                         shortest=False, threads=2, bitexact=True) as writer:
+            for t in range(num_frames):
+                halves = [render_frame(photo, openings[face][t], motions[face][t], panel, height,
+                                       float(scales[face])) for face in range(2)]
+                frame = np.concatenate(halves, axis=1)
+                if frame.shape[1] != width:  # odd panel split: pad the last column
+                    frame = np.pad(frame, ((0, 0), (0, width - frame.shape[1]), (0, 0)), mode="edge")
+                writer.write(frame)
+    return SynthClip(name=name, path=path, index=index, av_offset_frames=offset, num_frames=num_frames,
+                     fps=fps, duration_s=num_frames / fps, sample_rate=sample_rate, faces=placed, speaker=speaker)
 
 
 def _frame_boundary(frame: int, fps: float, sample_rate: int) -> int:
@@ -296,18 +391,20 @@ def head_motion(rng: np.random.Generator, num_frames: int, fps: float) -> np.nda
     return motion
 
 
-def render_frame(photo: np.ndarray, opening: float, motion: np.ndarray, width: int, height: int) -> np.ndarray:
+def render_frame(photo: np.ndarray, opening: float, motion: np.ndarray, width: int, height: int,
+                 face_scale: float = 1.0) -> np.ndarray:
     """One (height, width, 3) uint8 frame: the photo with the mouth opened by ``opening`` in [0, 1],
-    then moved by ``motion`` = (tx, ty, roll degrees, zoom)."""
+    then moved by ``motion`` = (tx, ty, roll degrees, zoom); ``face_scale`` < 1 draws a smaller face."""
     face = open_mouth(photo, opening)
-    return cv2.warpAffine(face, _frame_matrix(motion, width, height), (width, height), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT101)
+    return cv2.warpAffine(face, _frame_matrix(motion, width, height, face_scale), (width, height),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
-def _frame_matrix(motion: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Photo -> output affine: the face centre goes to (width/2, 0.45*height), face width ~45 % of width."""
+def _frame_matrix(motion: np.ndarray, width: int, height: int, face_scale: float = 1.0) -> np.ndarray:
+    """Photo -> output affine: the face centre goes to (width/2, 0.45*height), face width ~45 % of width
+    (times ``face_scale``)."""
     tx, ty, roll, zoom = (float(v) for v in motion)
-    scale = 0.45 * width / FACE_WIDTH * zoom
+    scale = 0.45 * width / FACE_WIDTH * zoom * face_scale
     matrix = cv2.getRotationMatrix2D(FACE_CENTER, roll, scale)
     matrix[0, 2] += width / 2 - FACE_CENTER[0] + tx
     matrix[1, 2] += 0.45 * height - FACE_CENTER[1] + ty

@@ -123,3 +123,83 @@ def test_av_offset_shifts_the_audio(shifted):
         correlations = {lag: _lagged_correlation(opening, loudness, lag) for lag in range(-6, 7)}
         assert max(correlations, key=correlations.get) == offset
         assert correlations[offset] >= 0.8
+
+
+# ------------------------------------------------------------------------------------------------ two faces
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth_two") / "raw"
+    synthesize(out, clips=3, seconds=2.0, seed=11, size=(640, 400), faces=2, speaker=["left", "right", "none"])
+    return out
+
+
+def _half_openings(path: Path) -> list[np.ndarray]:
+    """Mouth opening (FaceMesh 13-14 gap / 10-152 height) of the face in the left and the right half per frame."""
+    import mediapipe as mp
+
+    halves = [[], []]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False) as mesh:
+        for frame in VideoReader(path):
+            width = frame.shape[1] // 2
+            for side in range(2):
+                crop = np.ascontiguousarray(frame[:, side * width:(side + 1) * width])
+                result = mesh.process(crop)
+                if not result.multi_face_landmarks:
+                    halves[side].append(np.nan)
+                    continue
+                marks = result.multi_face_landmarks[0].landmark
+                point = {i: np.array([marks[i].x * width, marks[i].y * crop.shape[0]]) for i in (10, 13, 14, 152)}
+                halves[side].append(np.linalg.norm(point[13] - point[14]) / np.linalg.norm(point[10] - point[152]))
+    return [np.array(h) for h in halves]
+
+
+def test_two_faces_manifest_records_who_speaks_and_where_the_faces_are(two_faces):
+    manifest = read_manifest(two_faces, kind="raw")
+    assert manifest["config"]["faces"] == 2
+    records = manifest["summary"]["files"]
+    assert [(r["speaker"], r["speaker_index"]) for r in records] == [("left", 0), ("right", 1), ("none", None)]
+    for record in records:
+        info = probe(two_faces / record["name"])
+        assert (info.width, info.height) == (640, 400) and info.has_audio
+        left, right = record["faces"]
+        assert (left["side"], right["side"]) == ("left", "right")
+        assert 0 <= left["box"][0] < left["box"][2] <= 320 <= right["box"][0] < right["box"][2] <= 640
+        assert all(0.6 <= face["scale"] <= 1.0 for face in (left, right))
+
+
+def test_two_faces_each_mouth_follows_its_own_speech_and_only_the_speaker_is_heard(two_faces):
+    records = read_manifest(two_faces, kind="raw")["summary"]["files"]
+    for record in records:
+        path = two_faces / record["name"]
+        openings = _half_openings(path)
+        loudness = frame_rms(load_audio(path), 640)
+        assert all(np.mean(~np.isnan(o)) >= 0.95 for o in openings)  # MediaPipe finds both faces
+        if record["speaker"] == "none":
+            assert all(np.nanstd(o) < 0.01 for o in openings)  # closed mouths throughout
+            continue
+        speaking = record["speaker_index"]
+        heard = _lagged_correlation(openings[speaking], loudness, 0)
+        other = _lagged_correlation(openings[1 - speaking], loudness, 0)
+        assert heard >= 0.8 and abs(other) < 0.5, (record["name"], heard, other)
+
+
+def test_two_faces_random_speaker_and_sizes_vary_with_the_seed(tmp_path):
+    synthesize(tmp_path, clips=6, seconds=0.5, seed=4, size=(320, 200), faces=2)
+    records = read_manifest(tmp_path, kind="raw")["summary"]["files"]
+    assert {r["speaker"] for r in records} == {"left", "right"}
+    assert {r["faces"][0]["scale"] > r["faces"][1]["scale"] for r in records} == {True, False}
+    with pytest.raises(ValueError, match="speaker"):
+        synthesize(tmp_path / "bad", clips=1, seconds=0.5, seed=0, faces=2, speaker="middle")
+
+
+def test_synth_cli_makes_two_face_clips_with_the_chosen_speaker(tmp_path):
+    from lsync.cli import main
+
+    out = tmp_path / "two"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", str(out), "--clips", "1", "--seconds", "0.5", "--faces", "2", "--speaker", "right"])
+    assert exit_info.value.code == 0
+    (record,) = read_manifest(out, kind="raw")["summary"]["files"]
+    assert record["name"] == "synth2_000.mp4" and record["speaker"] == "right" and record["speaker_index"] == 1
+    info = probe(out / record["name"])
+    assert (info.width, info.height) == (1024, 640)  # two 512 x 640 panels by default

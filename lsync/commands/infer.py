@@ -41,6 +41,9 @@ from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_o
 @click.option("--face-cache", metavar="DIR|auto|off",
               help="Cache of face tracks by video digest and detector settings, so another audio on the same video "
                    "skips detection  [default: auto = ~/.cache/lsync/face-tracks].")
+@click.option("--list-faces", is_flag=True,
+              help="Only list VIDEO's face tracks (id, frames, mean box) for --face-select track:N, and write a "
+                   "contact sheet <out-dir>/<video-stem>.faces.png; no AUDIO needed.")
 @click.option("--mask", type=click.Path(dir_okay=False),
               help="Mask PNG of the aligned face (white keep, black repaint), resized to the model's size "
                    "[default: the LatentSync shape].")
@@ -65,11 +68,18 @@ from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_o
 def infer(video: Path | None, audio: Path | None, pairs: Path | None, from_data: Path | None, split: str, count: int,
           out_dir: Path, name: str | None,
           overwrite: bool, config_file: Path | None, overrides: tuple[str, ...], compile_unet: bool | None,
-          **flags) -> None:
+          list_faces: bool, **flags) -> None:
     """Lip-sync VIDEO to AUDIO (any file with an audio stream); the output lasts as long as the audio."""
     from lsync.config import resolve_config
     from lsync.errors import UsageError
     from lsync.stages.infer import InferConfig, pairs_from_data, read_pairs, run, run_pairs
+
+    if list_faces:
+        if video is None or audio is not None or pairs is not None or from_data is not None:
+            raise UsageError("--list-faces takes one VIDEO and nothing else", "run lsync infer --list-faces VIDEO")
+        flags["compile"] = compile_unet
+        _list_faces(video, out_dir, resolve_config(InferConfig, None, None, config_file, flags, overrides))
+        return
 
     sources = (video is not None or audio is not None, pairs is not None, from_data is not None)
     if sum(sources) > 1:
@@ -88,3 +98,25 @@ def infer(video: Path | None, audio: Path | None, pairs: Path | None, from_data:
         run_pairs(batch, out_dir, config, overwrite=overwrite)
     else:
         run(video, audio, out_dir, config, name=name, overwrite=overwrite)
+
+
+def _list_faces(video: Path, out_dir: Path, config) -> None:
+    """Print VIDEO's face tracks and write the contact sheet."""
+    from rich.table import Table
+
+    from lsync.console import result_console, say
+    from lsync.errors import InputError
+    from lsync.stages.face_select import list_faces
+
+    if not video.is_file():
+        raise InputError(f"video file {video} does not exist", "check the path")
+    sheet = out_dir / f"{video.stem}.faces.png"
+    tracks = list_faces(video, config, sheet)
+    table = Table(title=f"{video}: {len(tracks)} face track{'s' * (len(tracks) != 1)}", title_justify="left")
+    for column in ("id", "frames", "detected", "mean box (x0, y0, x1, y1)"):
+        table.add_column(column)
+    for track in tracks:
+        table.add_row(str(track["id"]), f"{track['start']}-{track['end'] - 1} ({track['frames']})",
+                      str(track["detected_frames"]), ", ".join(f"{v:.0f}" for v in track["mean_box"]))
+    result_console.print(table)
+    say(f"contact sheet: {sheet}  (pick one with --face-select track:N)")

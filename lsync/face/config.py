@@ -21,11 +21,18 @@ class FaceConfig:
     detector_models: str | None = None  # InsightFace model pack folder (buffalo_l)
     detect_size: int = 640  # faces are found on frames scaled to this long side (landmarks on full-size crops)
     max_faces: int = 4  # faces detected per frame: more than one lets the tracker keep the subject in a crowd
-    face_select: Literal["largest", "center"] = "largest"  # which face the tracker follows
+    # which face is followed: largest | center | speaker | X,Y | track:N (lsync.face.select; N from --list-faces)
+    face_select: str = "largest"
     max_gap: int = 5  # frames without a face that are interpolated; longer gaps split the track
     min_face: int = 32  # px (short side of the face box, full-resolution frame)
     smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"  # landmark smoothing over time
     smooth_strength: float = 1.0  # gaussian sigma / savgol half-window in frames
+    # face_select=speaker: every face track scored against the video's own audio (lsync.stages.face_select)
+    syncnet: str | None = None  # a syncnet run, checkpoint dir or stable_syncnet.pt (syncnet_v2.model for v2)
+    speaker_metric: Literal["stable", "syncnet-v2"] = "stable"
+    speaker_min_conf: float | None = None  # None: the metric's default (face_select.SPEAKER_MIN_CONF)
+    speaker_max_offset: int = 3  # a speaking face's best audio offset lies within this many frames of 0
+    speaker_min_seconds: float = 1.0  # shorter tracks are not scored
 
 
 @dataclass

@@ -92,12 +92,49 @@ def detect_track(
     on_frames: Callable[[int], None] | None = None,
 ) -> tuple[FaceTrack, dict[str, float]]:
     """Decode every frame, detect faces in batches and track one subject: the :class:`FaceTrack` of ``video``
-    and the seconds spent decoding, detecting and tracking."""
+    and the seconds spent decoding, detecting and tracking (``largest`` / ``center``; the rules that need every
+    face tracked first are :func:`lsync.stages.face_select.detect_selected_track`)."""
+    from lsync.errors import UsageError
+    from lsync.face.select import parse_face_select
+
+    try:
+        rule = parse_face_select(config.face_select)
+    except ValueError as exc:
+        raise UsageError(str(exc), "pass --face-select largest|center|speaker|X,Y|track:N") from None
+    if rule.multi_track:  # they need the stages' SyncNet or a named track: lsync.stages.face_select
+        raise UsageError(f"--face-select {rule} is for lsync infer and lsync preprocess",
+                         "use --face-select largest or center here")
+    detection = detect_faces(video, config, fps=fps, on_frames=on_frames)
+    tic = time.perf_counter()
+    segments = track_faces(detection.faces, face_select=rule.mode, frame_size=detection.frame_size,
+                           max_gap=config.max_gap, min_face=config.min_face)
+    track = FaceTrack.from_segments(segments, len(detection.faces), frame_size=detection.frame_size,
+                                    settings=detector_settings(config))
+    detection.timings["track"] = time.perf_counter() - tic
+    return track, detection.timings
+
+
+@dataclass
+class Detections:
+    """The faces of every frame of a video at 25 fps, its frame size, shot cuts (when asked for) and timings."""
+
+    faces: list[list[Any]]
+    frame_size: tuple[int, int]
+    cuts: list[int]
+    timings: dict[str, float]
+
+
+def detect_faces(video: str | Path, config: Any, fps: float = 25.0, on_frames: Callable[[int], None] | None = None,
+                 shots: bool = False) -> Detections:
+    """Decode every frame and detect its faces in batches (the configured detector); with ``shots`` also find
+    the shot cuts (:class:`lsync.media.shots.ShotDetector`, default thresholds)."""
+    from lsync.media.shots import ShotDetector
     from lsync.media.video import VideoReader
     from lsync.face.detect import detector_from_config
 
     reader = VideoReader(video, fps=fps)
     per_frame_faces = []
+    shot_detector = ShotDetector() if shots else None
     timings = {"decode": 0.0, "detect": 0.0}
     with detector_from_config(config) as detector:
         batches = reader.iter_batches(config.detect_batch)
@@ -109,16 +146,14 @@ def detect_track(
                 break
             tic = time.perf_counter()
             per_frame_faces.extend(detector(batch))
+            if shot_detector is not None:
+                for frame in batch:
+                    shot_detector.push(frame)
             timings["detect"] += time.perf_counter() - tic
             if on_frames is not None:
                 on_frames(len(batch))
-    tic = time.perf_counter()
-    segments = track_faces(per_frame_faces, face_select=config.face_select, frame_size=(reader.width, reader.height),
-                           max_gap=config.max_gap, min_face=config.min_face)
-    track = FaceTrack.from_segments(segments, len(per_frame_faces), frame_size=(reader.width, reader.height),
-                                    settings=detector_settings(config))
-    timings["track"] = time.perf_counter() - tic
-    return track, timings
+    cuts = shot_detector.cuts() if shot_detector is not None else []
+    return Detections(per_frame_faces, (reader.width, reader.height), cuts, timings)
 
 
 def geometry_from_track(track: FaceTrack, config: VideoFaceConfig, resolution: int, fps: float = 25.0,

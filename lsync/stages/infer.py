@@ -176,6 +176,15 @@ def _check_inputs(video: Path, audio: Path, config: InferConfig | None = None):
     video_info = probe(video).require(video=True, audio=False)
     audio_info = probe(audio).require(video=False, audio=True)
     if config is not None:
+        from lsync.stages.face_select import face_select_rule
+
+        rule = face_select_rule(config)
+        if rule.mode == "speaker" and config.faces is None:
+            if not Path(config.syncnet).expanduser().exists():
+                raise InputError(f"--syncnet {config.syncnet} does not exist", "pass a SyncNet run or checkpoint")
+            if not video_info.has_audio:
+                raise InputError(f"--face-select speaker scores the faces of {video} against its own soundtrack, "
+                                 "and it has no audio stream", "choose the face with --face-select X,Y or track:N")
         for path, what, fix in ((config.faces, "--faces", "pass a track saved with --save-faces or a .npy array"),
                                 (config.mask, "--mask", "pass a PNG: white keeps, black is repainted")):
             if path is not None and not Path(path).expanduser().is_file():
@@ -346,6 +355,11 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     for role, path in (("faces", config.faces), ("mask", config.mask)):
         if path is not None:
             inputs[role] = describe_input(Path(path).expanduser(), role)
+    if config.face_select.strip().lower() == "speaker" and config.faces is None:
+        from lsync.training.checkpointing import weights_digest
+
+        syncnet = Path(config.syncnet).expanduser()  # a run, a checkpoint folder or a weights file
+        inputs["syncnet"] = {"path": str(syncnet.resolve()), "kind": "syncnet", "digest": weights_digest(syncnet)}
     try:
         timer = StageTimer()
         timer.seconds["load_models"] = models.load_seconds
@@ -367,6 +381,8 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
         "models": models.ids,
         "parameters": config_to_dict(config),
         "frames": frames,
+        **({"face_selection": frames["face_source"].pop("face_selection")}
+           if "face_selection" in frames["face_source"] else {}),
         "timings_s": timer.as_dict(),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
@@ -599,6 +615,8 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
         log.info("face track saved to %s", saved)
     on_progress("faces", track.num_frames, track.num_frames)
     source.update(track.counts())
+    if "face_selection" in track.settings:
+        source["face_selection"] = track.settings["face_selection"]
     with timer("align_fit"):
         geometry = geometry_from_track(track, config, resolution, fps=FPS, frame_size=frame_size)
     return geometry, source
@@ -607,6 +625,9 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
 def _detect(video: Path, config: InferConfig, info, timer: StageTimer,
             on_progress: ProgressCallback = _no_progress):
     from lsync.face.video import detect_track
+    from lsync.stages.face_select import detect_selected_track, face_select_rule
+
+    detect = detect_selected_track if face_select_rule(config).multi_track else detect_track
 
     total = info.frames_at(FPS)
     with progress(transient=True) as bar:
@@ -620,7 +641,7 @@ def _detect(video: Path, config: InferConfig, info, timer: StageTimer,
             on_progress("faces", min(done, total), total)
 
         on_progress("faces", 0, total)
-        track, timings = detect_track(video, config, fps=FPS, on_frames=advance)
+        track, timings = detect(video, config, fps=FPS, on_frames=advance)
     timer.seconds["decode"] += timings.pop("decode", 0.0)
     timer.seconds["detect"] += sum(timings.values())
     return track
@@ -632,10 +653,15 @@ def _track_cache_path(config: InferConfig, video_digest: str | None) -> Path | N
     from lsync.face.video import detector_settings
     from lsync.weights import default_cache_dir
 
+    from lsync.stages.face_select import selection_settings
+
     if config.face_cache == "off" or video_digest is None:
         return None
     root = default_cache_dir() / "face-tracks" if config.face_cache == "auto" else Path(config.face_cache).expanduser()
-    return cached_track_path(root, video_digest, detector_settings(config))
+    settings = detector_settings(config)
+    if config.faces is None and (chosen := selection_settings(config))["face_select"] not in ("largest", "center"):
+        settings = {**settings, **chosen}  # the SyncNet and its thresholds decide the face too
+    return cached_track_path(root, video_digest, settings)
 
 
 def _cached_track(path: Path | None, video: Path, frame_size: tuple[int, int], video_digest: str | None):

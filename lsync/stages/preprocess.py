@@ -72,6 +72,7 @@ from lsync.manifest import (
     rewrite_records,
     write_manifest,
 )
+from lsync.stages.face_select import face_select_rule
 from lsync.stages.preprocess_pool import WorkerCrash, WorkerPool, sigterm_as_interrupt
 
 log = get_logger(__name__)
@@ -245,9 +246,18 @@ def _process_video(source, info, out_dir, config, base, started, frame_counter) 
         shots, per_frame_faces = _analysis_pass(source, config, frame_counter)
         num_frames = len(per_frame_faces)
         usable = min(num_frames, _wav_length(wav_path) // SAMPLES_PER_FRAME)
-        tracks = track_faces(per_frame_faces[:usable], face_select=config.face_select,
-                             frame_size=(info.width, info.height), max_gap=config.max_gap,
-                             min_face=config.min_face)
+        selection = None
+        if face_select_rule(config).multi_track:
+            try:
+                selected = _choose_face(source, per_frame_faces[:usable], shots.cuts(), (info.width, info.height),
+                                        config, wav_path)
+            except InputError as exc:
+                return _rejected(base, "no_selected_face", exc.what, started)
+            tracks, selection = selected.segments, selected.report
+        else:
+            tracks = track_faces(per_frame_faces[:usable], face_select=config.face_select,
+                                 frame_size=(info.width, info.height), max_gap=config.max_gap,
+                                 min_face=config.min_face)
         if not tracks:
             reason, detail = _no_track_reason(per_frame_faces[:usable], config.min_face)
             return _rejected(base, reason, detail, started)
@@ -267,8 +277,18 @@ def _process_video(source, info, out_dir, config, base, started, frame_counter) 
 
     record = {**base, "status": "accepted", "clips": len(clips), "frames": num_frames,
               "shots": len(shots.cuts()) + 1, "seconds": round(time.perf_counter() - started, 3)}
+    if selection is not None:
+        record["face_selection"] = selection
     return SourceResult(source=record, clips=clips, rejects=rejects, frames=num_frames,
                         seconds=num_frames / FPS)
+
+
+def _choose_face(source: Source, per_frame_faces, cuts, frame_size, config: PreprocessConfig, wav_path: Path):
+    """``speaker`` / ``X,Y`` / ``track:N``: every face tracked, the named one kept (its segments and the report)."""
+    from lsync.audio.mel import load_wav_16k_mono
+    from lsync.stages.face_select import choose_face
+
+    return choose_face(source.path, per_frame_faces, cuts, frame_size, config, lambda: load_wav_16k_mono(wav_path))
 
 
 def _analysis_pass(source: Source, config: PreprocessConfig, frame_counter):
@@ -407,6 +427,9 @@ def _write_audio_slice(wav_path: Path, out_path: Path, start_frame: int, end_fra
 def run(inputs: Path, out_dir: Path, config: PreprocessConfig, force: bool = False) -> dict[str, Any]:
     """Preprocess every source under ``inputs`` into ``out_dir``; returns the summary written to lsync.json."""
     started = time.perf_counter()
+    face_select_rule(config)  # a bad --face-select (or speaker without --syncnet) fails before any work
+    if face_select_rule(config).mode == "speaker" and not Path(config.syncnet).expanduser().exists():
+        raise InputError(f"--syncnet {config.syncnet} does not exist", "pass a SyncNet run or checkpoint")
     shard = parse_shard(config.shard)
     sources = [s for s in list_sources(inputs, out_dir) if in_shard(s.key, shard)]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -585,6 +608,9 @@ def _finalize(out_dir: Path, config: PreprocessConfig, sources: list[Source], di
         rewrite_records(out_dir / name, records)
 
     summary = summarize_records(clips, rejects, finished, config.resolution)
+    selections = {r["source"]: r["face_selection"] for r in finished if "face_selection" in r}
+    if selections:  # the choice and every track's score, per source (also in sources.jsonl)
+        summary["face_selection"] = selections
     summary["elapsed_s"] = round(elapsed, 2)
     inputs = [{"path": str(s.path), "kind": "video", "digest": digests[s.key]} for s in sources]
     write_manifest(out_dir, "data", config_to_dict(config), inputs=inputs, summary=summary)
