@@ -2,7 +2,7 @@
 
 Held-out two-face videos (``lsync synth --faces 2``: two faces side by side, each with its own random size and its
 own speech-like audio, the soundtrack one face's speech - left or right, drawn per video) are analysed exactly as
-``lsync infer`` / ``lsync preprocess`` do it (:func:`lsync.stages.face_select.detect_selected_track`: detect, track
+``lsync infer`` / ``lsync preprocess`` do it (:func:`lsync.face_select.detect_selected_track`: detect, track
 every face, score every track against the video's own audio with the SyncNet, choose per shot). A video counts as
 picked correctly when every chosen frame's face box lies in the speaking face's half of the frame. ``--silent``
 more videos have closed mouths and an off-screen voice: there, the right answer is the fallback to the largest
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     from lsync.console import configure
     from lsync.manifest import is_complete, read_manifest
-    from lsync.stages.face_select import detect_selected_track, load_speaker_syncnet, speaker_min_conf
+    from lsync.face_select import detect_selected_track, load_speaker_syncnet, speaker_min_conf
     from lsync.stages.infer import InferConfig
     from lsync.synth import synthesize
 

@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("lsync.commands", "lsync.app"),  # click commands and the web page: parse options, call a stage
     ("lsync.pipeline", "lsync.summary"),  # recipes chain commands; `lsync inspect` reads any output folder
     ("lsync.stages",),  # one run(config) orchestration per stage, plus its private sub-modules (stage_*.py)
-    ("lsync.sampling", "lsync.sync_metrics", "lsync.eval_results", "lsync.synth"),  # shared by several stages
+    # shared by several stages: the chunk sampler, sync scores, eval result folders, --face-select, synthetic data
+    ("lsync.sampling", "lsync.sync_metrics", "lsync.eval_results", "lsync.face_select", "lsync.synth"),
     ("lsync.data",),  # datasets draw samples with the trainer's sample keys and seeded generators
     ("lsync.training", "lsync.losses"),
     ("lsync.models",),

@@ -106,7 +106,7 @@ def _list_faces(video: Path, out_dir: Path, config) -> None:
 
     from lsync.console import result_console, say
     from lsync.errors import InputError
-    from lsync.stages.face_select import list_faces
+    from lsync.face_select import list_faces
 
     if not video.is_file():
         raise InputError(f"video file {video} does not exist", "check the path")

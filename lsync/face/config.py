@@ -27,7 +27,7 @@ class FaceConfig:
     min_face: int = 32  # px (short side of the face box, full-resolution frame)
     smooth_method: Literal["gaussian", "savgol", "one_euro", "none"] = "gaussian"  # landmark smoothing over time
     smooth_strength: float = 1.0  # gaussian sigma / savgol half-window in frames
-    # face_select=speaker: every face track scored against the video's own audio (lsync.stages.face_select)
+    # face_select=speaker: every face track scored against the video's own audio (lsync.face_select)
     syncnet: str | None = None  # a syncnet run, checkpoint dir or stable_syncnet.pt (syncnet_v2.model for v2)
     speaker_metric: Literal["stable", "syncnet-v2"] = "stable"
     speaker_min_conf: float | None = None  # None: the metric's default (face_select.SPEAKER_MIN_CONF)

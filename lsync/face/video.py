@@ -93,7 +93,7 @@ def detect_track(
 ) -> tuple[FaceTrack, dict[str, float]]:
     """Decode every frame, detect faces in batches and track one subject: the :class:`FaceTrack` of ``video``
     and the seconds spent decoding, detecting and tracking (``largest`` / ``center``; the rules that need every
-    face tracked first are :func:`lsync.stages.face_select.detect_selected_track`)."""
+    face tracked first are :func:`lsync.face_select.detect_selected_track`)."""
     from lsync.errors import UsageError
     from lsync.face.select import parse_face_select
 
@@ -101,7 +101,7 @@ def detect_track(
         rule = parse_face_select(config.face_select)
     except ValueError as exc:
         raise UsageError(str(exc), "pass --face-select largest|center|speaker|X,Y|track:N") from None
-    if rule.multi_track:  # they need the stages' SyncNet or a named track: lsync.stages.face_select
+    if rule.multi_track:  # they need the stages' SyncNet or a named track: lsync.face_select
         raise UsageError(f"--face-select {rule} is for lsync infer and lsync preprocess",
                          "use --face-select largest or center here")
     detection = detect_faces(video, config, fps=fps, on_frames=on_frames)

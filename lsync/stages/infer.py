@@ -176,7 +176,7 @@ def _check_inputs(video: Path, audio: Path, config: InferConfig | None = None):
     video_info = probe(video).require(video=True, audio=False)
     audio_info = probe(audio).require(video=False, audio=True)
     if config is not None:
-        from lsync.stages.face_select import face_select_rule
+        from lsync.face_select import face_select_rule
 
         rule = face_select_rule(config)
         if rule.mode == "speaker" and config.faces is None:
@@ -625,7 +625,7 @@ def _face_geometry(video: Path, config: InferConfig, resolution: int, video_dige
 def _detect(video: Path, config: InferConfig, info, timer: StageTimer,
             on_progress: ProgressCallback = _no_progress):
     from lsync.face.video import detect_track
-    from lsync.stages.face_select import detect_selected_track, face_select_rule
+    from lsync.face_select import detect_selected_track, face_select_rule
 
     detect = detect_selected_track if face_select_rule(config).multi_track else detect_track
 
@@ -653,7 +653,7 @@ def _track_cache_path(config: InferConfig, video_digest: str | None) -> Path | N
     from lsync.face.video import detector_settings
     from lsync.weights import default_cache_dir
 
-    from lsync.stages.face_select import selection_settings
+    from lsync.face_select import selection_settings
 
     if config.face_cache == "off" or video_digest is None:
         return None

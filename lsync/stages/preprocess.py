@@ -72,7 +72,7 @@ from lsync.manifest import (
     rewrite_records,
     write_manifest,
 )
-from lsync.stages.face_select import face_select_rule
+from lsync.face_select import face_select_rule
 from lsync.stages.preprocess_pool import WorkerCrash, WorkerPool, sigterm_as_interrupt
 
 log = get_logger(__name__)
@@ -286,7 +286,7 @@ def _process_video(source, info, out_dir, config, base, started, frame_counter) 
 def _choose_face(source: Source, per_frame_faces, cuts, frame_size, config: PreprocessConfig, wav_path: Path):
     """``speaker`` / ``X,Y`` / ``track:N``: every face tracked, the named one kept (its segments and the report)."""
     from lsync.audio.mel import load_wav_16k_mono
-    from lsync.stages.face_select import choose_face
+    from lsync.face_select import choose_face
 
     return choose_face(source.path, per_frame_faces, cuts, frame_size, config, lambda: load_wav_16k_mono(wav_path))
 

@@ -11,7 +11,6 @@ videos by ``benchmarks/face_select_speaker.py``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 
 from lsync.manifest import read_manifest, read_records
 from lsync.media.video import VideoReader
-from lsync.stages.face_select import detect_selected_track
+from lsync.face_select import detect_selected_track
 from lsync.stages.infer import InferConfig
 from lsync.synth import synthesize
 
@@ -214,7 +213,7 @@ def test_preprocess_keeps_the_named_face_and_records_the_choice(raw, tmp_path):
 def random_syncnet(tmp_path_factory) -> Path:
     """A tiny StableSyncNet with random weights in a checkpoint directory: the loading and scoring path of
     ``--syncnet`` (its verdicts mean nothing; the trained one is measured by the benchmark)."""
-    from lsync.models.checkpoints import save_model
+    from lsync.checkpoints import save_model
     from lsync.models.presets import model_config
     from lsync.models.syncnet import StableSyncNet
 

@@ -1,7 +1,8 @@
 """``--face-select`` for the stages that follow a face (preprocess, infer): the rule's settings, the SyncNet scoring of
 every face track against the video's own soundtrack (``speaker``), and ``lsync infer --list-faces``.
 
-The choosing itself is :mod:`lsync.face.select`; this module brings the pieces a stage has: the config fields
+The choosing itself is :mod:`lsync.face.select`; this module (shared by two stages, so it lives below them) brings
+the pieces a stage has: the config fields
 (:func:`face_select_rule`, :func:`speaker_options`), a SyncNet (:func:`load_speaker_syncnet`), the video and its
 audio (:func:`track_scorer`: one decoding pass aligns every scored track's faces at the SyncNet's face size, each
 track is scored with :func:`lsync.sync_metrics.score_sync` against the audio under its own frames).
@@ -95,7 +96,7 @@ def load_speaker_syncnet(config: Any):
 
 @functools.lru_cache(maxsize=2)
 def _cached_scorer(syncnet: str, stamp: int | None, metric: str, device_name: str | None):
-    from lsync.stages.infer_denoise import pick_device
+    from lsync.sampling import pick_device
     from lsync.sync_metrics import load_scorer
 
     device, _ = pick_device(device_name)
@@ -183,7 +184,6 @@ def detect_selected_track(video: str | Path, config: Any, fps: float = FPS,
     """
     import time
 
-    from lsync.face.select import select_faces
     from lsync.face.track_file import FaceTrack
     from lsync.face.video import detect_faces, detector_settings
 
