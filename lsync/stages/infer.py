@@ -62,6 +62,7 @@ class InferConfig:
 
     preset: Literal["latentsync-1.5", "latentsync-1.6", "tiny"] = "latentsync-1.5"
     unet: str | None = None  # our own U-Net: run dir, checkpoint dir, or a released-format .pt
+    vae: str | None = None  # our own VAE (lsync train vae run or diffusers folder); default: the U-Net's, or the preset's
     weights_dir: str | None = None
     steps: int = 20
     guidance: float = 1.5
@@ -178,7 +179,7 @@ def load_models_for(config: InferConfig) -> InferenceModels:
         torch.set_num_threads(config.threads)
     tic = time.perf_counter()
     device, dtype = pick_device(config.device, config.dtype)
-    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet)
+    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet, config.vae)
     sampler = ChunkSampler(bundle, device, dtype, steps=config.steps, guidance=config.guidance, seed=config.seed,
                            cache_interval=config.cache_interval, compile=config.compile, num_frames=CHUNK_FRAMES)
     ids.update(device=str(device), dtype=str(dtype).removeprefix("torch."), resolution=bundle.resolution)
