@@ -160,6 +160,9 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
                 errors.append(exc)
         raise errors[0]
     if origin is typing.Literal:
+        if isinstance(value, bool):  # PyYAML follows YAML 1.1, which reads off/on/no/yes as booleans
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((word for word in words if word in args), value)
         if value in args:
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)

@@ -52,6 +52,27 @@ def make_scheduler(config_dict: Mapping[str, Any] | None = None) -> DDIMSchedule
         raise ConfigError(f"invalid scheduler config ({exc})", "see lsync.diffusion.SCHEDULER_CONFIG") from exc
 
 
+#: Samplers ``lsync infer --scheduler`` offers, all built on the training schedule (same betas and timesteps).
+SAMPLERS = ("ddim", "dpm++")
+
+
+def make_sampler(name: str = "ddim", config_dict: Mapping[str, Any] | None = None):
+    """The inference scheduler ``name`` on LatentSync's training schedule.
+
+    ``ddim``: the reference's DDIM (eta 0). ``dpm++``: diffusers' multistep DPM-Solver++ (second order, first
+    order on the last step), which needs fewer steps for the same result; it keeps a history of model outputs, so
+    call ``set_timesteps`` before every chunk.
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    ddim = make_scheduler(config_dict)
+    if name == "ddim":
+        return ddim
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler.from_config(ddim.config, algorithm_type="dpmsolver++", solver_order=2)
+    raise ConfigError(f"unknown scheduler '{name}'", f"choose one of: {', '.join(SAMPLERS)}")
+
+
 def _per_sample(values: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Gather ``values[timesteps]`` and shape it (B, 1, 1, ...) to broadcast against ``like``."""
     gathered = values.to(like.device)[timesteps.to(like.device).long()].to(like.dtype)

@@ -13,14 +13,17 @@ A recipe is YAML::
 
 Each step is an ``lsync`` command line, run in this process. Before running it, the runner computes the
 step's *key*: a digest of its resolved arguments and of the ``lsync.json`` of every earlier step's output it
-names. A step whose output is complete (``lsync.json`` present) and whose key equals the one recorded when
-it last finished is skipped, so rerunning a recipe resumes it and a finished recipe is a no-op. Keys are
-kept in ``<workdir>/.lsync-pipeline/<step>.json``. Variables are substituted before keys are computed, so a
+names (an argument names an output when its path components start with the output's: ``{workdir}/data_synced``
+does not name ``{workdir}/data``). A step whose output is complete (``lsync.json`` present) and whose key equals
+the one recorded when it last finished is skipped, so rerunning a recipe resumes it and a finished recipe is a
+no-op. Keys are kept in ``<workdir>/.lsync-pipeline/<step>.json`` with the output paths the runner created: only
+those are ever removed (see :func:`run_recipe`). Variables are substituted before keys are computed, so a
 changed ``--var`` reruns exactly the steps that use it (and those downstream of them).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -134,32 +137,54 @@ def step_key(step: Step, earlier: list[Step]) -> str:
     """Digest of the step's arguments and of every earlier output it reads (their lsync.json)."""
     upstream = {}
     for other in earlier:
-        if any(str(other.output) in arg for arg in step.run) and is_complete(other.output):
+        if reads_path(step.run, other.output) and is_complete(other.output):
             upstream[other.name] = directory_digest(other.output)
     return json_digest({"run": step.run, "upstream": upstream})
+
+
+def reads_path(args: list[str], path: Path) -> bool:
+    """Whether an argument names ``path`` or something inside it, compared by whole path components (so
+    ``work/data`` is not read by an argument ``work/data_synced``). ``--flag=PATH`` and ``key=PATH`` count too."""
+    wanted = _components(str(path))
+    for arg in args:
+        candidates = [arg] + ([arg.split("=", 1)[1]] if "=" in arg else [])
+        if any(_components(c)[: len(wanted)] == wanted for c in candidates if c):
+            return True
+    return False
+
+
+def _components(text: str) -> tuple[str, ...]:
+    return Path(os.path.abspath(os.path.expanduser(text))).parts
 
 
 def run_recipe(recipe: Recipe, invoke) -> list[StepResult]:
     """Run the steps in order with ``invoke(args)`` (an in-process ``lsync`` call); stop at the first failure.
 
-    A step's marker records its key when the step starts and again, marked done, when it finishes. So an
-    interrupted step with the same key resumes (the stages resume on their own), while a step whose key changed
-    starts over: its earlier output, which this runner made (the marker proves it), is removed first, so a stage
-    never resumes stale results (e.g. clips filtered with a SyncNet that has since been retrained).
+    A step's marker records its key when the step starts and again, marked done, when it finishes, together with
+    its output path (resolved) and every output path this runner created for the step (paths that did not exist
+    before the step first ran there). So an interrupted step with the same key resumes (the stages resume on their
+    own), while a step whose key changed starts over: its earlier output is removed first - only when the marker
+    proves this runner created that very path - so a stage never resumes stale results (e.g. clips filtered with a
+    SyncNet that has since been retrained). A path the runner did not create is never deleted: a changed step over
+    such a path, or over a path whose marker cannot be read, stops with an error that says what to do.
     """
     state_dir = recipe.workdir / STATE_DIR
     results: list[StepResult] = []
     for index, step in enumerate(recipe.steps):
         key = step_key(step, recipe.steps[:index])
         marker = state_dir / f"{step.name}.json"
-        recorded = _read_marker(marker)
-        if is_complete(step.output) and recorded == {"key": key, "done": True, "run": step.run}:
+        here = str(step.output.resolve())
+        recorded = _read_marker(marker, step)
+        ours = set(recorded.get("created_paths", [])) if recorded else set()
+        current = recorded if recorded and recorded.get("output", here) == here else None  # about this path
+        if is_complete(step.output) and current is not None and current.get("key") == key \
+                and current.get("done") is True and current.get("run") == step.run:
             results.append(StepResult(step.name, "skipped", 0.0, _metric(step), str(step.output)))
             continue
-        if recorded is not None and recorded.get("key") != key and step.output.exists():
-            log.info("step %s changed since its last run: starting it over", step.name)
-            _remove_output(step.output)
-        atomic_write_json(marker, {"key": key, "done": False, "run": step.run})
+        if _prepare_output(step, current, key, here in ours, marker):
+            ours.add(here)
+        entry = {"key": key, "run": step.run, "output": here, "created_paths": sorted(ours)}
+        atomic_write_json(marker, {**entry, "done": False})
         started = time.perf_counter()
         log.info("step %s: lsync %s", step.name, " ".join(step.run))
         try:
@@ -171,28 +196,59 @@ def run_recipe(recipe: Recipe, invoke) -> list[StepResult]:
         if not is_complete(step.output):
             raise StageFailure(f"step {step.name} finished without writing {step.output / MANIFEST_NAME}",
                                "check the step's output path in the recipe")
-        atomic_write_json(marker, {"key": key, "done": True, "run": step.run})
+        atomic_write_json(marker, {**entry, "done": True})
         results.append(StepResult(step.name, "done", time.perf_counter() - started, _metric(step), str(step.output)))
     return results
+
+
+def _prepare_output(step: Step, current: dict[str, Any] | None, key: str, ours: bool, marker: Path) -> bool:
+    """Make way for the step's run; returns whether its output path is (now) one this runner created.
+
+    ``current`` is the marker when it describes this output path; ``ours`` whether the runner created the path.
+    """
+    if not step.output.exists():
+        return True
+    if current is not None and current.get("key") == key:
+        return ours  # the same step, cut short: the stage resumes it
+    if ours:
+        log.info("step %s changed since its last run: starting it over", step.name)
+        _remove_output(step.output)
+        return True
+    if current is None:
+        return False  # the step never ran here: a folder of the user's, left to the stage (never removed)
+    raise StageFailure(f"step {step.name} changed since its last run, but {step.output} existed before this "
+                       "recipe first ran it, so lsync will not delete it",
+                       f"remove it yourself, or point the step's output at a new folder (marker: {marker})")
 
 
 def _remove_output(output: Path) -> None:
     import shutil
 
-    if output.is_dir():
+    if output.is_dir() and not output.is_symlink():
         shutil.rmtree(output)
     else:
         output.unlink(missing_ok=True)
 
 
-def _read_marker(marker: Path) -> dict[str, Any] | None:
+def _read_marker(marker: Path, step: Step) -> dict[str, Any] | None:
+    """The step's marker, or None when there is none. A marker that cannot be read is not "never ran": with the
+    output present nothing tells whether it is current or who made it, which stops the run."""
     import json
 
-    try:
-        recorded = json.loads(marker.read_text())
-    except (OSError, ValueError):
+    if not marker.exists():
         return None
-    return recorded if isinstance(recorded, dict) else None
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict) and isinstance(recorded.get("key"), str) and \
+            isinstance(recorded.get("created_paths", []), list):
+        return recorded
+    if step.output.exists():
+        raise StageFailure(f"the marker {marker} of step {step.name} is unreadable, so nothing tells whether "
+                           f"{step.output} is current or who made it",
+                           f"remove {step.output} (if nothing in it is yours), then run the recipe again")
+    return None
 
 
 def _metric(step: Step) -> Any:

@@ -1,7 +1,16 @@
-"""Shared fixtures: where the golden data and the demo media live, skipping cleanly when absent."""
+"""Shared fixtures: where the golden data and the demo media live, skipping cleanly when absent.
+
+With ``LSYNC_REQUIRE_GOLDEN=1`` (``.ci/run`` sets it: CI always has ``../shared``) a missing golden or media
+folder fails the tests that need it instead of skipping them, so a wrong path can never pass as "skipped".
+
+Tests never name a media file of their own: the golden's ``sources.json`` says which media each golden was made
+from (:func:`golden_media`), and tests that only need some real video or audio take every one in the folder
+(:func:`media_videos`, :func:`media_audios`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +18,9 @@ import cv2  # noqa: F401  # imported before decord, whose bundled libraries othe
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+REQUIRE_GOLDEN = "LSYNC_REQUIRE_GOLDEN"
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg")
 
 
 def reference_dir() -> Path:
@@ -21,22 +33,83 @@ def media_dir() -> Path:
     return Path(os.environ.get("LSYNC_MEDIA_DIR", REPO_ROOT.parent / "shared" / "media"))
 
 
+def golden_required() -> bool:
+    return os.environ.get(REQUIRE_GOLDEN, "").strip() not in ("", "0")
+
+
+def skip_or_fail(message: str) -> None:
+    """Skip the test, or fail it when ``LSYNC_REQUIRE_GOLDEN`` is set."""
+    if golden_required():
+        pytest.fail(f"{message} ({REQUIRE_GOLDEN} is set, so this fails instead of skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+def media_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes) if root.is_dir() else []
+
+
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    """The golden-data directory; tests using it skip when it is not there."""
+    """The golden-data directory; tests using it skip when it is not there (fail with LSYNC_REQUIRE_GOLDEN=1)."""
     root = reference_dir()
     if not root.is_dir():
-        pytest.skip(f"golden data not found at {root} (set LSYNC_REFERENCE_DIR)")
+        skip_or_fail(f"golden data not found at {root} (set LSYNC_REFERENCE_DIR)")
     return root
 
 
 @pytest.fixture(scope="session")
 def media() -> Path:
-    """The real demo videos and audio; tests using it skip when they are not there."""
+    """The real talking-head videos and audio; tests using it skip when there are none (fail with
+    LSYNC_REQUIRE_GOLDEN=1)."""
     root = media_dir()
-    if not (root / "demo1_video.mp4").is_file():
-        pytest.skip(f"demo media not found at {root} (set LSYNC_MEDIA_DIR)")
+    if not media_files(root, VIDEO_SUFFIXES):
+        skip_or_fail(f"demo media not found at {root} (set LSYNC_MEDIA_DIR)")
     return root
+
+
+@pytest.fixture(scope="session")
+def media_videos(media) -> list[Path]:
+    """Every video of the media folder (at least one)."""
+    return media_files(media, VIDEO_SUFFIXES)
+
+
+@pytest.fixture(scope="session")
+def media_audios(media) -> list[Path]:
+    """Every audio file of the media folder; a folder with videos but no audio files fails."""
+    found = media_files(media, AUDIO_SUFFIXES)
+    assert found, f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {media}"
+    return found
+
+
+def golden_sources(reference: Path) -> dict:
+    """``sources.json``: which media file each golden was made from (the README promises it: never skipped)."""
+    path = reference / "sources.json"
+    assert path.is_file(), f"{path} is missing: the reference README says it names the media of every golden"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def golden_media(reference, media):
+    """``golden_media("whisper/whisper_features.safetensors", "audio")`` -> the media file (or list of files, e.g.
+    ``audio_concat_int16``) that ``sources.json`` says the golden was made from, checked to exist."""
+    sources = golden_sources(reference)
+
+    def find(golden: str, key: str) -> Path | list[Path]:
+        assert golden in sources and key in sources[golden], f"sources.json has no {key!r} for {golden}"
+        names = sources[golden][key]
+        paths = [media / name for name in ([names] if isinstance(names, str) else names)]
+        for path in paths:
+            assert path.is_file(), f"{path}, which sources.json names for {golden}, is missing"
+        return paths[0] if isinstance(names, str) else paths
+
+    return find
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own ``~/.cache`` (face-track cache, checksums): nothing leaks between tests or into
+    the user's home, and a test that wants a cache hit makes it itself."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture(autouse=True)

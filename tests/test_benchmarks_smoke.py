@@ -146,3 +146,15 @@ def test_peak_memory_sees_a_cpu_allocation_made_inside_the_block():
     assert memory.kind == "cpu_rss_sampled"
     assert memory.delta_mib >= 48
     assert memory.peak_mib >= memory.baseline_mib + 48
+
+
+def test_gpu_benchmark_builds_the_released_geometry_and_needs_cuda(capsys):
+    import torch
+
+    from benchmarks.gpu_infer import main, released_size_bundle
+
+    bundle = released_size_bundle("meta")  # shapes only: no memory
+    assert sum(p.numel() for p in bundle.unet.parameters()) == 1_267_099_844  # the released U-Net's count
+    assert list(bundle.vae.config.block_out_channels) == [128, 256, 512, 512]
+    if not torch.cuda.is_available():
+        assert main([]) == 2 and "needs a GPU" in capsys.readouterr().err

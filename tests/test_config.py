@@ -139,3 +139,17 @@ def test_missing_and_invalid_files(tmp_path):
 def test_unknown_preset_lists_choices():
     with pytest.raises(ConfigError, match="unknown .*preset 'no-such-preset'"):
         resolve_config(ToyConfig, stage="unet", preset="no-such-preset")
+
+
+def test_a_choice_spelled_like_a_yaml_boolean_stays_the_word():
+    from dataclasses import dataclass
+    from typing import Literal
+
+    from lsync.config import resolve_config
+
+    @dataclass
+    class Modes:
+        pipeline: Literal["auto", "on", "off"] = "auto"
+
+    assert resolve_config(Modes, None, None, None, {}, ("pipeline=off",)).pipeline == "off"
+    assert resolve_config(Modes, None, None, None, {}, ("pipeline=on",)).pipeline == "on"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,76 @@ def test_a_changed_step_starts_over_and_an_interrupted_one_resumes(tmp_path):
     run_recipe(recipe(2), invoke)  # changed: the old output is removed before the step runs again
     assert seen[-1] is None
     assert sorted(p.name for p in (tmp_path / "work" / "out").iterdir()) == ["lsync.json", "part-2"]
+
+
+def one_step_recipe(tmp_path, output: str, value: str):
+    from lsync.pipeline import load_recipe
+
+    path = tmp_path / "one.yaml"
+    path.write_text(f"steps:\n  - {{name: a, run: [make, '{output}', '{value}'], output: '{output}'}}\n")
+    return load_recipe(path, tmp_path / "work")
+
+
+def make_output(args):
+    """A stand-in stage: writes part-<value> and a manifest into its output folder."""
+    from lsync.manifest import write_manifest
+
+    out = Path(args[1])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"part-{args[2]}").write_text("x")
+    write_manifest(out, "raw", {"value": args[2]})
+
+
+def test_a_folder_the_runner_did_not_create_is_never_deleted(tmp_path):
+    from lsync.pipeline import run_recipe
+
+    mine = tmp_path / "my results"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    # the recipe is edited to point a step that already ran elsewhere at an existing folder of the user's
+    assert run_recipe(one_step_recipe(tmp_path, "{workdir}/out", "1"), make_output)[0].status == "done"
+    assert run_recipe(one_step_recipe(tmp_path, str(mine), "2"), make_output)[0].status == "done"
+    assert (mine / "thesis.txt").read_text() == "years of work"
+    # and changed again: the runner did not create that folder, so it refuses rather than deleting it
+    with pytest.raises(StageFailure, match="existed before this recipe first ran it.*remove it yourself"):
+        run_recipe(one_step_recipe(tmp_path, str(mine), "3"), make_output)
+    assert sorted(p.name for p in mine.iterdir()) == ["lsync.json", "part-2", "thesis.txt"]
+    # the folder the runner did create is still removed when its step changes
+    run_recipe(one_step_recipe(tmp_path, "{workdir}/out", "4"), make_output)
+    assert sorted(p.name for p in (tmp_path / "work" / "out").iterdir()) == ["lsync.json", "part-4"]
+
+
+def test_a_corrupt_marker_is_changed_not_never_ran(tmp_path):
+    from lsync.pipeline import STATE_DIR, run_recipe
+
+    recipe = one_step_recipe(tmp_path, "{workdir}/out", "1")
+    run_recipe(recipe, make_output)
+    marker = tmp_path / "work" / STATE_DIR / "a.json"
+    for broken in ('{"key": "sha256:12', "[]", '{"done": true}'):
+        marker.write_text(broken)
+        calls = []
+        with pytest.raises(StageFailure, match="a.json of step a is unreadable"):
+            run_recipe(recipe, calls.append)
+        assert not calls  # the stage did not resume over an output nothing vouches for
+        assert sorted(p.name for p in (tmp_path / "work" / "out").iterdir()) == ["lsync.json", "part-1"]
+    shutil.rmtree(tmp_path / "work" / "out")  # what the error asks for
+    assert run_recipe(recipe, make_output)[0].status == "done"
+
+
+def test_upstream_steps_are_matched_by_whole_path_components(tmp_path):
+    from lsync.manifest import write_manifest
+    from lsync.pipeline import Step, reads_path, step_key
+
+    work = tmp_path / "work"
+    data, synced = Step("data", ["x"], work / "data"), Step("synced", ["x"], work / "data_synced")
+    train = Step("train", ["train", str(work / "data_synced"), "--out", str(work / "run")], work / "run")
+    for step in (data, synced):
+        write_manifest(step.output, "data", {"name": step.name})
+    key = step_key(train, [data, synced])
+    write_manifest(data.output, "data", {"name": "data", "regenerated": True})
+    assert step_key(train, [data, synced]) == key  # train does not read work/data
+    write_manifest(synced.output, "data", {"name": "synced", "regenerated": True})
+    assert step_key(train, [data, synced]) != key
+    assert reads_path([f"--data={work / 'data'}/clips.jsonl"], work / "data")
+    assert reads_path(["--set", f"syncnet={work / 'data'}"], work / "data")
+    assert not reads_path([str(work / "data_synced"), str(work / "dat"), str(work)], work / "data")

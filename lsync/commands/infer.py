@@ -32,15 +32,32 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 @click.option("--steps", type=click.IntRange(min=1), help="DDIM steps  [default: 20].")
 @click.option("--guidance", type=float, help="Classifier-free guidance scale (1 disables)  [default: 1.5].")
 @click.option("--seed", type=int, help="Initial noise  [default: 1247].")
-@click.option("--loop", type=click.Choice(["pingpong", "loop", "hold"]),
-              help="Audio longer than the video: frames play forward-backward, loop, or hold the last  "
-                   "[default: pingpong].")
+@click.option("--loop", type=click.Choice(["pingpong", "bounce", "loop", "hold"]),
+              help="Audio longer than the video: frames play forward-backward (pingpong shows the turning frames "
+                   "twice like LatentSync, bounce does not), loop, or hold the last  [default: pingpong].")
+@click.option("--faces", type=click.Path(dir_okay=False),
+              help="Face track instead of detection: a file written by --save-faces, or a (frames, 3, 2) .npy/.npz "
+                   "array of brow, brow, nose (x, y) per source frame (NaN rows: no face).")
+@click.option("--save-faces", type=click.Path(dir_okay=False),
+              help="Write the face track (points, boxes, found/interpolated/missing, video digest) to this .npz.")
+@click.option("--face-cache", metavar="DIR|auto|off",
+              help="Cache of face tracks by video digest and detector settings, so another audio on the same video "
+                   "skips detection  [default: auto = ~/.cache/lsync/face-tracks].")
+@click.option("--mask", type=click.Path(dir_okay=False),
+              help="Mask PNG of the aligned face (white keep, black repaint), resized to the model's size "
+                   "[default: the LatentSync shape].")
+@click.option("--codec", type=click.Choice(["h264", "h265", "ffv1", "prores"]),
+              help="Output codec: h264/h265 (.mp4), ffv1 (lossless RGB, .mkv), prores (422 HQ, .mov)  "
+                   "[default: h264].")
 @click.option("--cache-interval", type=click.IntRange(min=1),
               help="Reuse the deep U-Net features for this many steps (DeepCache; 1 = off)  [default: 1].")
 @click.option("--compile", "compile_unet", is_flag=True, default=None, help="torch.compile the U-Net.")
 @click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-              help="Model precision (auto: bf16/fp16 on CUDA, float32 on CPU).")
+              help="Model precision (auto: bf16/fp16 on CUDA; bf16 on CPUs with AMX or AVX512-BF16, else float32; "
+                   "float32 is the exact path).")
+@click.option("--scheduler", type=click.Choice(["ddim", "dpm++"]),
+              help="Sampler: LatentSync's DDIM, or multistep DPM-Solver++ (as good in fewer steps)  [default: ddim].")
 @click.option("--frame-strip", is_flag=True, default=None,
               help="Also write <name>.strip.png: input face, mask, generated face, blended frame.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
@@ -65,7 +82,10 @@ def infer(video: Path | None, audio: Path | None, pairs: Path | None, from_data:
     flags["compile"] = compile_unet
     config = resolve_config(InferConfig, None, None, config_file, flags, overrides)
     if pairs is not None or from_data is not None:
-        batch = read_pairs(pairs) if pairs is not None else pairs_from_data(from_data, split, count)
+        if config.save_faces:
+            raise UsageError("--save-faces is for a single run", "the track cache keeps every video's track")
+        batch = (read_pairs(pairs, config.codec) if pairs is not None
+                 else pairs_from_data(from_data, split, count, config.codec))
         run_pairs(batch, out_dir, config, overwrite=overwrite)
     else:
         run(video, audio, out_dir, config, name=name, overwrite=overwrite)

@@ -9,21 +9,22 @@ entry, and two clips with equal file names can never share one (the reference ke
 mixed up audio of different clips). ``namespace`` carries everything else that shapes the arrays (feature kind and
 size, e.g. ``syncnet-64``).
 
-Entries are written to a temporary directory and renamed when complete, so a half-written entry is never read.
+Every array file is written under a temporary name in the entry's folder and renamed into place when complete
+(``os.replace``, atomic), and nothing is ever deleted: two jobs that share a cache and build the same entry at once
+both write complete files of the same content (the key is content-addressed), a reader never sees a half-written
+file, and a reader that holds a memory map of a file another job replaces keeps reading its own complete copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from lsync.manifest import TEMP_PREFIX, file_digest
+from lsync.manifest import atomic_output, file_digest
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -56,19 +57,13 @@ class FeatureCache:
         return {name: np.load(entry / f"{name}.npy", mmap_mode="r" if mmap else None) for name in names}
 
     def store(self, clip_id: str, digest: str, arrays: Mapping[str, np.ndarray]) -> Path:
-        """Write an entry whole (temp directory + rename); an existing entry for the same key is replaced."""
+        """Write an entry's arrays, each to a temp file renamed into place; an existing file of the same name is
+        replaced atomically (equal keys mean equal content), never removed first."""
         entry = self.entry_dir(clip_id, digest)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=entry.parent))
-        try:
-            for name, array in arrays.items():
-                np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
-            if entry.exists():
-                shutil.rmtree(entry)
-            staging.rename(entry)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        entry.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            with atomic_output(entry / f"{name}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(array))
         return entry
 
     def get_or_build(self, clip_id: str, digest: str, names: Iterable[str],

@@ -9,12 +9,14 @@ Decoding follows the reference exactly: ffmpeg resamples and downmixes to signed
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from lsync.errors import StageFailure
 from lsync.manifest import atomic_output
 from lsync.media.ffmpeg import StderrDrain, ffmpeg_command, file_arg, last_error_line
 from lsync.media.probe import MediaInputError, probe
@@ -45,7 +47,8 @@ def load_audio(
         (N,) float32 when ``mono``, else (N, C) float32 - int16 samples / 32768.
 
     Raises:
-        MediaInputError: reason ``unreadable`` (missing, empty, not media) or ``no_audio``.
+        MediaInputError: reason ``unreadable`` (missing, empty, not media, cut short) or ``no_audio``.
+        StageFailure: ffmpeg was killed by a signal lsync did not send (the samples would be incomplete).
     """
     info = probe(path).require(video=False, audio=True)
     rate = sample_rate or info.audio_sample_rate
@@ -63,21 +66,35 @@ def load_audio(
     proc = subprocess.Popen(ffmpeg_command(*args, "-"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     drain = StderrDrain(proc.stderr)
     frame_bytes = 2 * channels
+    read_to_end = stopped_by_us = False
     try:
         _skip_bytes(proc.stdout, start * frame_bytes)
         wanted = None if count is None else count * frame_bytes
         data = proc.stdout.read() if wanted is None else proc.stdout.read(wanted)
+        read_to_end = wanted is None or len(data) < wanted
     finally:
+        if not read_to_end and proc.poll() is None:
+            proc.kill()  # we have what we need (or failed): the rest of the decode is not wanted
+            stopped_by_us = True
         proc.stdout.close()
-        if proc.poll() is None:
-            proc.kill()  # stopped reading early on purpose
         returncode = proc.wait()
-    if returncode not in (0, -9):
-        raise MediaInputError(f"{path} audio could not be decoded ({last_error_line(drain.text())})",
-                              "check that the file is complete")
+    _check_decoder_exit(path, returncode, stopped_by_us, drain)
     data = data[: len(data) - len(data) % frame_bytes]
     samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / _INT16_SCALE
     return samples if mono else samples.reshape(-1, channels)
+
+
+def _check_decoder_exit(path, returncode: int, stopped_by_us: bool, drain: StderrDrain) -> None:
+    """Only a clean exit, or the kill we sent after reading enough, means the samples are complete. A signal we
+    did not send (the out-of-memory killer, a crash) cut the decode short: its samples are not the file's."""
+    if returncode == 0 or (stopped_by_us and returncode == -signal.SIGKILL):
+        return
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else f"signal {-returncode}"
+        raise StageFailure(f"ffmpeg was killed by {name} while decoding the audio of {path}",
+                           "run the command again (if it happens again, check free memory)")
+    raise MediaInputError(f"{path} audio could not be decoded ({last_error_line(drain.text())})",
+                          "check that the file is complete")
 
 
 def _skip_bytes(stream, n: int) -> None:

@@ -6,24 +6,26 @@ on the output time grid, like the reference's ``ffmpeg -r 25`` re-encode), appli
 rotation (ffmpeg autorotates), optionally scales, and writes raw RGB24 to a pipe. Python reads one frame
 at a time, so memory does not grow with the length of the video.
 
-Encoding: :class:`VideoWriter` pipes RGB frames into libx264 (yuv420p, so web players accept it) and can
-mux an audio file in the same pass; it writes to a temp name and renames on success
+Encoding: :class:`VideoWriter` pipes RGB frames into one of :data:`CODECS` (H.264 yuv420p by default, so web
+players accept it; H.265; lossless FFV1 RGB; ProRes 422 HQ for editing) and can mux an audio file in the same pass; it writes to a temp name and renames on success
 (:func:`lsync.manifest.atomic_output`), so an interrupted write leaves nothing at the final path.
 :func:`mux` puts a new audio track on an existing video without re-encoding the picture.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
 from lsync.console import get_logger
-from lsync.errors import StageFailure
+from lsync.errors import StageFailure, UsageError
 from lsync.manifest import atomic_output
 from lsync.media.ffmpeg import BITEXACT_FLAGS, StderrDrain, ffmpeg_command, file_arg, last_error_line, run_ffmpeg
 from lsync.media.probe import MediaInfo, MediaInputError, probe
@@ -190,9 +192,54 @@ def iter_frames(
     return iter(VideoReader(path, fps=fps, size=size, start_frame=start_frame, num_frames=num_frames))
 
 
+# ================================================================================================ codecs
+@dataclass(frozen=True)
+class VideoCodec:
+    """How one ``--codec`` choice is encoded: ffmpeg video/audio arguments and the containers that hold it."""
+
+    name: str
+    extensions: tuple[str, ...]  # the first is the default for outputs named without a suffix
+    video_args: tuple[str, ...]
+    audio_args: tuple[str, ...]
+    lossless: bool = False
+    needs_even_size: bool = True  # chroma subsampling: odd sizes are padded by one column / row
+    tunable: bool = False  # takes -crf and -preset
+
+    def check_extension(self, path: str | os.PathLike) -> None:
+        """Refuse a file name whose container cannot hold this codec (one line naming the fix)."""
+        suffix = Path(path).suffix.lower()
+        if suffix not in self.extensions:
+            raise UsageError(f"{Path(path).name}: --codec {self.name} is written to {' or '.join(self.extensions)}, "
+                             f"not '{suffix or 'no extension'}'",
+                             f"name the output {Path(path).stem}{self.extensions[0]} or pick another --codec")
+
+
+#: Output codecs: H.264 and H.265 for delivery (AAC audio), FFV1 for exact comparisons and post-processing (RGB,
+#: bit-exact, FLAC audio), ProRes 422 HQ for studios' editing software (10-bit 4:2:2, PCM audio).
+CODECS: dict[str, VideoCodec] = {
+    "h264": VideoCodec("h264", (".mp4", ".mkv", ".mov"), ("-c:v", "libx264", "-pix_fmt", "yuv420p"),
+                       ("-c:a", "aac"), tunable=True),
+    "h265": VideoCodec("h265", (".mp4", ".mkv", ".mov"),
+                       # hvc1 is the tag Apple players require; x265 logs every frame unless told not to.
+                       ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1", "-x265-params", "log-level=error"),
+                       ("-c:a", "aac"), tunable=True),
+    "ffv1": VideoCodec("ffv1", (".mkv",), ("-c:v", "ffv1", "-level", "3", "-pix_fmt", "bgr0"), ("-c:a", "flac"),
+                       lossless=True, needs_even_size=False),
+    "prores": VideoCodec("prores", (".mov", ".mkv"),
+                         ("-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le", "-vendor", "apl0"),
+                         ("-c:a", "pcm_s16le")),
+}
+
+
+def get_codec(name: str) -> VideoCodec:
+    if name not in CODECS:
+        raise UsageError(f"unknown codec '{name}'", f"choose one of: {', '.join(CODECS)}")
+    return CODECS[name]
+
+
 # ================================================================================================ encoding
 class VideoWriter:
-    """Encode RGB frames to an H.264 mp4 through an ffmpeg pipe, atomically.
+    """Encode RGB frames through an ffmpeg pipe (H.264 mp4 by default), atomically.
 
     Use as a context manager::
 
@@ -203,14 +250,17 @@ class VideoWriter:
     The file appears at ``path`` only when the block ends without an exception and ffmpeg succeeded.
 
     Args:
-        path: output ``.mp4``.
+        path: output file; its extension must suit ``codec`` (:meth:`VideoCodec.check_extension`).
         fps: frame rate of the frames written.
-        width, height: frame size. yuv420p needs even sizes; odd ones are padded by one black
+        width, height: frame size. Chroma-subsampled codecs need even sizes; odd ones are padded by one black
             column/row at the right/bottom (the frames themselves must be ``width`` x ``height``).
-        crf, preset: libx264 quality and speed (crf 18 is visually lossless, like the reference).
+        crf, preset: H.264 / H.265 quality and speed (crf 18 is visually lossless, like the reference).
+        codec: a key of :data:`CODECS`.
         audio_path: optional audio (or video with audio) file muxed in the same pass, its first audio
-            stream encoded to AAC at its own sample rate and channel count.
+            stream encoded with the codec's audio codec at its own sample rate and channel count.
         audio_bitrate: AAC bitrate.
+        frame_digest: keep a sha256 of the raw RGB bytes of every frame written (:attr:`frames_sha256`), so a
+            lossless output can be checked against what was produced.
         shortest: with audio, end the output at the shorter of video and audio.
         threads: x264 threads (``0``: ffmpeg's choice). x264 output depends on the thread count, so
             fix it when files must be byte-identical across machines.
@@ -231,6 +281,8 @@ class VideoWriter:
         shortest: bool = True,
         threads: int = 0,
         bitexact: bool = False,
+        codec: str = "h264",
+        frame_digest: bool = False,
     ):
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
@@ -242,6 +294,9 @@ class VideoWriter:
         self.audio_path = Path(audio_path) if audio_path is not None else None
         self.audio_bitrate, self.shortest = audio_bitrate, shortest
         self.threads, self.bitexact = threads, bitexact
+        self.codec = get_codec(codec)
+        self.codec.check_extension(self.path)
+        self._digest = hashlib.sha256() if frame_digest else None
         self.frames_written = 0
         self._atomic = None
         self._proc: subprocess.Popen | None = None
@@ -252,18 +307,28 @@ class VideoWriter:
                       "-framerate", repr(float(self.fps)), "-i", "-"]
         if self.audio_path is not None:
             args += ["-i", file_arg(self.audio_path), "-map", "0:v:0", "-map", "1:a:0"]
-        if self.width % 2 or self.height % 2:
+        if self.codec.needs_even_size and (self.width % 2 or self.height % 2):
             args += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-        args += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-                 "-threads", str(self.threads)]
+        args += [*self.codec.video_args, "-threads", str(self.threads)]
+        if self.codec.tunable:
+            args += ["-preset", self.preset, "-crf", str(self.crf)]
         if self.audio_path is not None:
-            args += ["-c:a", "aac", "-b:a", self.audio_bitrate]
+            args += list(self.codec.audio_args)
+            if "aac" in self.codec.audio_args:
+                args += ["-b:a", self.audio_bitrate]
             if self.shortest:
                 args.append("-shortest")
         if self.bitexact:
             args += list(BITEXACT_FLAGS)
-        args += ["-movflags", "+faststart", "-y", file_arg(tmp)]
+        if self.path.suffix.lower() in (".mp4", ".mov"):
+            args += ["-movflags", "+faststart"]  # the index first: players start before the whole file arrives
+        args += ["-y", file_arg(tmp)]
         return ffmpeg_command(*args)
+
+    @property
+    def frames_sha256(self) -> str | None:
+        """sha256 of the raw (H, W, 3) RGB bytes of every frame written so far (with ``frame_digest``)."""
+        return f"sha256:{self._digest.hexdigest()}" if self._digest is not None else None
 
     def __enter__(self) -> VideoWriter:
         if self.audio_path is not None:
@@ -287,8 +352,11 @@ class VideoWriter:
                              f"got {tuple(frames.shape)}")
         if frames.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames, got {frames.dtype}")
+        data = memoryview(np.ascontiguousarray(frames)).cast("B")
+        if self._digest is not None:
+            self._digest.update(data)
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+            self._proc.stdin.write(data)
         except BrokenPipeError:
             self._proc.wait()
             raise StageFailure(f"ffmpeg stopped while encoding {self.path}: {last_error_line(self._drain.text())}",

@@ -7,6 +7,7 @@ the same way. Released files are found by :mod:`lsync.weights` and loaded strict
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from lsync.config import CONFIGS_DIR
 from lsync.weights import PRESET_RESOLUTION, resolve_weights
 
 MODELS_DIR = CONFIGS_DIR / "models"
+#: A U-Net architecture file beside ``latentsync_unet.pt`` (the reference's ``model:`` keys as JSON).
+UNET_CONFIG_NAME = "unet_config.json"
 
 
 def model_config(name: str) -> dict[str, Any]:
@@ -70,12 +73,32 @@ def load_models(
         vae = load_vae(config=MODELS_DIR / "vae_tiny.yaml")
         encoder = build_whisper_encoder(model_config("whisper_tiny"), seed=seed)
     else:
-        unet = load_unet(files["unet"], unet_config or model_config("unet_stage2"))
+        beside = None if unet_config else unet_config_beside(files["unet"])
+        if beside is not None:
+            files["unet_config"] = files["unet"].parent / UNET_CONFIG_NAME
+        unet = load_unet(files["unet"], unet_config or beside or model_config("unet_stage2"))
         vae = load_vae(files["vae/config.json"].parent)
         encoder = load_whisper_encoder(files["whisper"])
     return ModelBundle(preset=preset, resolution=PRESET_RESOLUTION[preset], unet=unet.eval(), vae=vae,
                        audio=WhisperFeatureExtractor(encoder, windowing=windowing), scheduler=make_scheduler(),
                        files=files)
+
+
+def unet_config_beside(weights: str | Path) -> dict[str, Any] | None:
+    """The architecture in ``unet_config.json`` next to a U-Net weights file (fine-tuned variants, tiny test
+    models), or None when there is none (the released stage2 architecture applies)."""
+    from lsync.errors import CheckpointError
+
+    path = Path(weights).parent / UNET_CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path} ({exc})", "fix or remove the U-Net config file") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a JSON object of U-Net config keys", "fix or remove it")
+    return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
 def build_unet(config: dict[str, Any]):

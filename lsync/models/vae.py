@@ -105,9 +105,14 @@ def latent_scale(vae: AutoencoderKL) -> tuple[float, float]:
 
 
 def _frames_first(video: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(B, C, F, H, W) -> (B*F, C, H, W)."""
+    """(B, C, F, H, W) -> (B*F, C, H, W), contiguous.
+
+    Frames that come from (H, W, C) images are channels-last views; on the CPU the VAE's float32 GroupNorms lose
+    precision on that layout (1e-4 instead of 1e-6 against float64 on the encoder output), so it is made
+    contiguous here whatever the caller passes.
+    """
     b, c, f, h, w = video.shape
-    return video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w), f
+    return video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).contiguous(), f
 
 
 def _clip_first(frames: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -9,10 +9,11 @@ with the real frames over the mouth region (the pixels the mask repaints, :func:
 * ``psnr`` - per frame over the repainted pixels (dB, capped at 100 for identical pixels), averaged;
 * ``ssim`` - the SSIM map of the box around the region (skimage's uniform 7x7 windows) averaged over the
   repainted pixels, per frame, averaged;
-* ``lpips`` - LPIPS (VGG) of the box around the region. Without the ImageNet VGG weights the backbone is random:
-  the summary says so (``lpips_pretrained: false``) and those numbers only compare runs made the same way;
+* ``lpips`` - LPIPS (VGG) of the box around the region. It needs the ImageNet VGG weights (see
+  :func:`lsync.losses.make_lpips`); without them a real preset is refused, as in training. Only the ``tiny`` test
+  preset runs with a random backbone, and its summary says so (``lpips_pretrained: false``);
 * with ``syncnet``: the offset / LSE-C / LSE-D of the generated faces against the clip's audio
-  (:mod:`lsync.sync_metrics`), and of the real faces for reference.
+  (:mod:`lsync.sync_metrics`), and of the real faces for reference (``real_sync_*``).
 """
 
 from __future__ import annotations
@@ -152,12 +153,15 @@ def evaluate(data_dir: str | Path, config: EvalReconConfig, out_dir: str | Path 
     records = read_clip_records(data_dir, config.split)[:config.max_clips]
     set_threads(config.threads)
     device, dtype = pick_device(config.device, config.dtype)
+    # First, before the big models load: a random backbone is only acceptable for the tiny test preset, as in
+    # training; for a real preset its numbers would be reported as LPIPS while meaning nothing.
+    lpips_model = make_lpips(config.lpips_net, config.weights_dir, require_pretrained=config.preset != "tiny",
+                             device=device)
     bundle, model_ids = load_inference_models(config.preset, config.weights_dir, config.unet)
     sampler = ChunkSampler(bundle, device, dtype, steps=config.steps, guidance=config.guidance, seed=config.seed,
                            num_frames=CHUNK_FRAMES)
     resolution = bundle.resolution
     region, rows_box, cols_box = mouth_region(resolution)
-    lpips_model = make_lpips(config.lpips_net, config.weights_dir, device=device)
     scorer = _sync_scorer(config, device)
     if records and int(records[0].get("resolution", resolution)) != resolution:
         log.warning("clips are %s px, the %s models %d px: faces are resized", records[0].get("resolution"),
@@ -217,4 +221,5 @@ def _sync_columns(scorer, real: np.ndarray, fake: np.ndarray, samples: np.ndarra
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
     return {"sync_offset": generated.offset, "sync_lse_c": value(generated.lse_c), "sync_lse_d": value(generated.lse_d),
-            "real_sync_lse_c": value(reference.lse_c), "real_sync_lse_d": value(reference.lse_d)}
+            "real_sync_offset": reference.offset, "real_sync_lse_c": value(reference.lse_c),
+            "real_sync_lse_d": value(reference.lse_d)}

@@ -24,7 +24,9 @@ scored against another clip's audio (``benchmarks/filter_sync_offsets.py``); the
 
 **Resuming.** Files are written under temp names and renamed when complete; a clip's record is appended only
 after its files exist, and ``lsync.json`` is written last. A rerun removes debris and unreferenced files, skips
-every clip already in ``clips.jsonl`` or ``rejects.jsonl``, and refuses a different config unless ``force``.
+every clip already in ``clips.jsonl`` or ``rejects.jsonl``, and refuses a different config, other input clips or
+another SyncNet unless ``force``. ``filter-inputs.json`` records the digests of the two inputs; when it is missing,
+unreadable or corrupt nothing proves the outputs current, so that is refused too.
 """
 
 from __future__ import annotations
@@ -278,8 +280,13 @@ def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool
     previous = load_yaml(path) if path.is_file() else None
     has_outputs = any((out_dir / name).exists() for name in (CLIPS_FILE, REJECTS_FILE, MANIFEST_NAME))
     recorded = _read_provenance(out_dir)
-    if previous is not None and recorded is not None and recorded != provenance:
+    if previous is not None and recorded != provenance:
+        # Missing, unreadable or corrupt provenance proves nothing about the outputs: it counts as changed.
         if not force:
+            if recorded is None:
+                raise UsageError(f"{out_dir / PROVENANCE_FILE} is missing or unreadable, so nothing shows which "
+                                 "data and SyncNet the filtered clips came from",
+                                 "use another output directory, or --force to discard it and start over")
             changed = sorted(k for k in provenance if recorded.get(k) != provenance[k])
             raise UsageError(f"{out_dir} was filtered from other inputs ({' and '.join(changed)} changed since)",
                              "use another output directory, or --force to discard it and start over")
@@ -296,17 +303,23 @@ def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool
         if not force:
             raise UsageError(f"{out_dir} holds outputs without a config.yaml", "pass --force to start over")
         _clear_outputs(out_dir)
-    save_config_yaml(config, path)
+    # Provenance before config: a crash between the two leaves no config.yaml, which reads as a fresh start.
     atomic_write_json(out_dir / PROVENANCE_FILE, provenance)
+    save_config_yaml(config, path)
 
 
 def _read_provenance(out_dir: Path) -> dict[str, Any] | None:
+    """The recorded ``{"data", "syncnet"}`` digests, or None when the file is missing, unreadable or not that."""
     import json
 
     try:
-        return json.loads((out_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+        recorded = json.loads((out_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("data"), str) or \
+            not isinstance(recorded.get("syncnet", 0), (str, type(None))):  # None: a SyncNet given by name only
+        return None
+    return recorded
 
 
 def _clear_outputs(out_dir: Path) -> None:

@@ -1,22 +1,33 @@
 """``lsync infer video.mp4 audio.wav``: a lip-synced video that lasts as long as the audio, in two streaming passes.
 
-1. **Faces** (:func:`lsync.stages.infer_faces.analyse_faces`): decode every frame at 25 fps, detect faces in
-   batches with the preprocessing detector, track one subject (:func:`lsync.face.track.track_faces`), smooth
-   its landmarks and fit one alignment matrix per frame (the reference's ``smooth=True`` alignment smoother).
-   Only boxes and three landmarks per frame are kept.
+1. **Faces**: a face track (:mod:`lsync.face.track_file`: three alignment points and a box per source frame)
+   comes from ``--faces FILE``, from the track cache (keyed by the video's digest and the detector settings),
+   or from detection (:func:`lsync.stages.infer_faces.detect_track`: decode every frame at 25 fps, detect in
+   batches with the preprocessing detector, track one subject); ``--save-faces`` writes it out. Its landmarks
+   are smoothed and one alignment matrix is fitted per frame with the reference's ``smooth=True`` smoother
+   (:func:`lsync.stages.infer_faces.geometry_from_track`).
 2. **Audio**: Whisper features of the whole driving audio at 16 kHz (small: ~0.4 MB per second), cut into
    per-frame windows chunk by chunk (:func:`lsync.audio.whisper.feature_window`).
 3. **Render**: the output frames are planned (:mod:`lsync.stages.infer_frames`: loop the video when the audio
-   is longer - ``pingpong``, ``loop`` or ``hold`` - or cut it when shorter) and streamed in 16-frame chunks:
+   is longer - ``pingpong``, ``bounce``, ``loop`` or ``hold`` - or cut it when shorter) and streamed in
+   16-frame chunks on the reference's chunk grid (:func:`model_frame_count`):
    align the faces, lip-sync the chunk (:class:`lsync.stages.infer_denoise.ChunkSampler`), paste each face
    back with the feathered mask (:func:`lsync.face.align.restore_face`) and pipe the frame to the encoder,
-   which muxes the driving audio at its own sample rate and channel count. At most one chunk of frames (plus
+   which muxes the driving audio at its own sample rate and channel count. The per-frame steps of the next and
+   previous chunks run on helper threads while the U-Net works (:mod:`lsync.stages.infer_render`). At most one chunk of frames (plus
    one block when playing backwards) is in memory, so RAM does not grow with the length of the video.
 
 Frames whose source has no tracked face pass through unchanged; the edit fades in and out over
 ``crossfade`` frames around each gap. Only a video with no face at all is an error.
 
-**Outputs.** ``OUT_DIR/<video-stem>.mp4`` (or the name given per pair) and ``OUT_DIR/lsync.json`` (kind
+**LatentSync parity.** With the same weights, ``--faces`` points, ``--mask`` and ``--dtype float32`` the frames
+equal the reference ``LipsyncPipeline``'s (the golden test in ``tests/stages/test_infer_parity.py``): the same
+shared initial noise, 13-channel input, guidance, DDIM, mask paste, ping-pong order, chunk grid and restore.
+The reference's defaults that we change for users - landmark smoothing (``smooth_method``), the procedural mask
+and the overlapping Whisper windows - are each one flag away (README, "Matching LatentSync exactly").
+
+**Outputs.** ``OUT_DIR/<video-stem>.mp4`` (``.mkv`` for ``--codec ffv1``, ``.mov`` for ``prores``; or the name
+given per pair) and ``OUT_DIR/lsync.json`` (kind
 ``inference``). Several runs may share one output folder: ``lsync.json`` is the folder's manifest and keeps
 one entry per output file under ``summary.outputs`` (inputs with digests, model ids, parameters, timings and
 frame counts); a run replaces only its own entry, under an exclusive lock on the folder. All work happens in a
@@ -50,10 +61,10 @@ log = get_logger(__name__)
 FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
-CHUNK_FRAMES = 16
+CHUNK_FRAMES = 16  # frames the U-Net denoises together (the released models were trained on 16)
 
-__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "pairs_from_data", "read_pairs", "run",
-           "run_pairs"]
+__all__ = ["InferConfig", "InferenceModels", "Pair", "load_models_for", "models_from_bundle", "pairs_from_data",
+           "read_pairs", "run", "run_pairs"]
 
 
 @dataclass
@@ -65,14 +76,23 @@ class InferConfig:
     vae: str | None = None  # our own VAE (lsync train vae run or diffusers folder); default: the U-Net's, or the preset's
     weights_dir: str | None = None
     steps: int = 20
+    scheduler: Literal["ddim", "dpm++"] = "ddim"
     guidance: float = 1.5
+    chunk_frames: int = CHUNK_FRAMES
     seed: int = 1247
-    loop: Literal["pingpong", "loop", "hold"] = "pingpong"
+    loop: Literal["pingpong", "bounce", "loop", "hold"] = "pingpong"
     cache_interval: int = 1  # reuse the deep U-Net features for this many steps (1: off)
     compile: bool = False
     device: str | None = None  # None: CUDA when present
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: bf16 on CUDA and on bf16-native CPUs
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    resolution: int | None = None  # aligned face size R (None: the preset's, 256 for 1.5, 512 for 1.6)
+    mask: str | None = None  # PNG mask, white keep / black repaint (None: the procedural LatentSync shape)
+    audio_windowing: Literal["overlap", "reference"] = "overlap"  # Whisper windows for audio over 30 s
+    # face tracks
+    faces: str | None = None  # a track file (--save-faces) or a (frames, 3, 2) point array: skips detection
+    save_faces: str | None = None  # write the face track here
+    face_cache: str = "auto"  # track cache folder; auto: ~/.cache/lsync/face-tracks; off: no cache
     # faces (same meaning as in PreprocessConfig)
     detector: Literal["mediapipe", "insightface"] = "mediapipe"
     detector_models: str | None = None
@@ -87,9 +107,13 @@ class InferConfig:
     align_smooth: bool = True  # the reference's smooth=True translation smoothing of the matrices
     crossfade: int = 4  # frames over which the edit fades in/out next to frames without a face
     # output
+    codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
     crf: int = 18
     encode_preset: str = "medium"
     reverse_block: int = 32  # frames decoded per block when the video plays backwards
+    # What overlaps the denoising: "full" (decode + align of the next chunk, paste-back + encode of the previous),
+    # "io" (only decoding and encoding: the warps stay on the model's thread), "off"; auto: full on CUDA, io on CPU
+    pipeline: Literal["auto", "full", "io", "off"] = "auto"
     frame_strip: bool = False  # also write <name>.strip.png: input, mask, generated, blended for one frame
 
 
@@ -129,8 +153,9 @@ class StageTimer:
         return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
 
 
-def _check_inputs(video: Path, audio: Path):
-    """Probe both inputs before anything is created; every problem is a one-line :class:`InputError`."""
+def _check_inputs(video: Path, audio: Path, config: InferConfig | None = None):
+    """Probe both inputs (and the ``--faces`` / ``--mask`` files) before anything is created; every problem is
+    a one-line :class:`InputError`."""
     from lsync.media.probe import probe
 
     for path, what in ((video, "video"), (audio, "audio")):
@@ -138,16 +163,28 @@ def _check_inputs(video: Path, audio: Path):
             raise InputError(f"{what} file {path} does not exist", "check the path")
     video_info = probe(video).require(video=True, audio=False)
     audio_info = probe(audio).require(video=False, audio=True)
+    if config is not None:
+        for path, what, fix in ((config.faces, "--faces", "pass a track saved with --save-faces or a .npy array"),
+                                (config.mask, "--mask", "pass a PNG: white keeps, black is repainted")):
+            if path is not None and not Path(path).expanduser().is_file():
+                raise InputError(f"{what} file {path} does not exist", fix)
     return video_info, audio_info
 
 
-def output_name(video: Path, name: str | None = None) -> str:
-    """``<video-stem>.mp4`` unless a name is given (``.mp4`` is added when it has no suffix)."""
+def output_name(video: Path, name: str | None = None, codec: str = "h264") -> str:
+    """``<video-stem>`` + the codec's container (``.mp4``, ``.mkv`` for ffv1, ``.mov`` for prores) unless a name is
+    given (the container is added when it has no suffix); a suffix that cannot hold ``codec`` is refused."""
+    from lsync.media.video import get_codec
+
+    container = get_codec(codec)
     if name:
         if Path(name).name != name:
             raise UsageError(f"output name {name!r} must be a file name, not a path", "drop the folders")
-        return name if Path(name).suffix else f"{name}.mp4"
-    return f"{Path(video).stem}.mp4"
+        name = name if Path(name).suffix else f"{name}{container.extensions[0]}"
+    else:
+        name = f"{Path(video).stem}{container.extensions[0]}"
+    container.check_extension(name)
+    return name
 
 
 def _check_out_dir(out_dir: Path, names: list[str], overwrite: bool) -> None:
@@ -170,20 +207,44 @@ def _check_out_dir(out_dir: Path, names: list[str], overwrite: bool) -> None:
 
 
 def load_models_for(config: InferConfig) -> InferenceModels:
-    """Load the models of ``config`` once (device, dtype, threads applied)."""
+    """Load the models of ``config`` once (device, dtype, threads, resolution and mask applied)."""
+    from lsync.stages.infer_denoise import load_inference_models
+
+    tic = time.perf_counter()
+    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet, config.vae,
+                                        windowing=config.audio_windowing)
+    return models_from_bundle(bundle, ids, config, started=tic)
+
+
+def models_from_bundle(bundle, ids: dict[str, Any], config: InferConfig, started: float | None = None) -> InferenceModels:
+    """Ready a :class:`~lsync.models.presets.ModelBundle` for ``config``: device, dtype, threads, resolution, mask
+    and the sampler (for bundles built in code, e.g. random released-size models in ``benchmarks/gpu.sh``)."""
     import torch
 
-    from lsync.stages.infer_denoise import ChunkSampler, load_inference_models, pick_device
+    from lsync.face.mask import load_mask_image
+    from lsync.stages.infer_denoise import ChunkSampler, choose_dtype, pick_device
 
+    started = time.perf_counter() if started is None else started
     if config.threads:
         torch.set_num_threads(config.threads)
-    tic = time.perf_counter()
-    device, dtype = pick_device(config.device, config.dtype)
-    bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet, config.vae)
+    if not 1 <= config.chunk_frames <= 24:
+        raise UsageError(f"chunk_frames must be 1..24, got {config.chunk_frames}",
+                         "the motion modules' position table holds 24 frames; use 16")
+    device, _ = pick_device(config.device)
+    dtype, dtype_reason = choose_dtype(device, config.dtype, cpu_bf16=True)
+    if config.resolution is not None:
+        if config.resolution <= 0 or config.resolution % 64:
+            raise UsageError(f"resolution must be a positive multiple of 64, got {config.resolution}",
+                             "use 256 (LatentSync 1.5) or 512 (1.6)")
+        bundle.resolution = config.resolution
+    mask = load_mask_image(Path(config.mask).expanduser(), bundle.resolution) if config.mask else None
     sampler = ChunkSampler(bundle, device, dtype, steps=config.steps, guidance=config.guidance, seed=config.seed,
-                           cache_interval=config.cache_interval, compile=config.compile, num_frames=CHUNK_FRAMES)
-    ids.update(device=str(device), dtype=str(dtype).removeprefix("torch."), resolution=bundle.resolution)
-    return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - tic)
+                           cache_interval=config.cache_interval, compile=config.compile, num_frames=config.chunk_frames,
+                           mask=mask, scheduler=config.scheduler)
+    ids = {**ids, "device": str(device), "dtype": str(dtype).removeprefix("torch."), "dtype_reason": dtype_reason,
+           "resolution": bundle.resolution,
+           "mask": str(Path(config.mask).expanduser().resolve()) if config.mask else "procedural"}
+    return InferenceModels(bundle=bundle, ids=ids, sampler=sampler, load_seconds=time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -216,7 +277,7 @@ def _record_output(out_dir: Path, entry: dict[str, Any], config: InferConfig) ->
         outputs[entry["output"]] = entry
         inputs, seen = [], set()
         for e in outputs.values():
-            for item in (e["inputs"]["video"], e["inputs"]["audio"]):
+            for item in e["inputs"].values():
                 key = (item["path"], item["digest"])
                 if key not in seen:
                     seen.add(key)
@@ -235,8 +296,8 @@ def run(video: str | Path, audio: str | Path, out_dir: str | Path, config: Infer
         models: InferenceModels | None = None, name: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Lip-sync ``video`` to ``audio`` into ``out_dir``; returns this output's ``lsync.json`` entry."""
     video, audio, out_dir = Path(video), Path(audio), Path(out_dir)
-    _check_inputs(video, audio)
-    name = output_name(video, name)
+    _check_inputs(video, audio, config)
+    name = output_name(video, name, config.codec)
     _check_out_dir(out_dir, [name], overwrite)
     models = models or load_models_for(config)
     return _run_checked(Pair(video, audio, name), out_dir, config, models)
@@ -249,10 +310,14 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}infer-", dir=out_dir))
     started = time.perf_counter()
+    inputs = {"video": describe_input(pair.video, "video"), "audio": describe_input(pair.audio, "audio")}
+    for role, path in (("faces", config.faces), ("mask", config.mask)):
+        if path is not None:
+            inputs[role] = describe_input(Path(path).expanduser(), role)
     try:
         timer = StageTimer()
         timer.seconds["load_models"] = models.load_seconds
-        frames = _synthesize(pair, work / pair.name, config, models, timer)
+        frames = _synthesize(pair, work / pair.name, config, models, timer, video_digest=inputs["video"]["digest"])
         if frames.get("frame_strip"):
             os.replace(work / frames["frame_strip"], out_dir / frames["frame_strip"])
         os.replace(work / pair.name, out_dir / pair.name)
@@ -265,7 +330,7 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     shutil.rmtree(work, ignore_errors=True)
     entry = {
         "output": pair.name,
-        "inputs": {"video": describe_input(pair.video, "video"), "audio": describe_input(pair.audio, "audio")},
+        "inputs": inputs,
         "models": models.ids,
         "parameters": config_to_dict(config),
         "frames": frames,
@@ -278,23 +343,28 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     return entry
 
 
+def model_frame_count(num_output: int, num_positions: int) -> int:
+    """Frames the U-Net renders for an output of ``num_output`` frames whose audio has ``num_positions`` Whisper
+    positions: the reference's chunk count ``num_positions // 2 + 2`` (its loop runs two frames past the audio).
+
+    Rendering on that grid keeps every chunk - the last, shorter one included - the same frames as LatentSync's,
+    so the result matches it frame for frame; the frames past the audio are dropped before encoding.
+    """
+    from lsync.audio.timing import num_whisper_chunks
+
+    return max(num_output, num_whisper_chunks(num_positions, FPS))
+
+
 def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: InferenceModels,
-                timer: StageTimer) -> dict[str, Any]:
+                timer: StageTimer, video_digest: str | None = None) -> dict[str, Any]:
     """Both passes for one pair; writes ``out_path`` (video + driving audio) and returns the frame counts."""
     from lsync.media.audio import load_audio
-    from lsync.media.probe import probe
-    from lsync.media.video import VideoWriter
-    from lsync.stages.infer_faces import analyse_faces
+    from lsync.media.video import VideoWriter, get_codec
     from lsync.stages.infer_frames import FrameStream, crossfade_weights, source_indices
+    from lsync.stages.infer_render import ChunkRenderer, chunks_of, pipelined
 
     bundle, sampler = models.bundle, models.sampler
-    resolution = bundle.resolution
-    with progress(transient=True) as bar:
-        faces_task = bar.add_task("faces", total=probe(pair.video).frames_at(FPS), unit="frames")
-        geometry = analyse_faces(pair.video, config, resolution, fps=FPS,
-                                 on_frames=lambda n: bar.update(faces_task, advance=n))
-    for stage, seconds in geometry.timings.items():
-        timer.seconds["decode" if stage == "decode" else "detect"] += seconds
+    geometry, face_source = _face_geometry(pair.video, config, bundle.resolution, video_digest, timer)
     if geometry.num_frames == 0:
         raise InputError(f"{pair.video} has no decodable frames", "check that the video is complete")
     if not geometry.has_face.any():
@@ -305,36 +375,43 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
         samples = load_audio(pair.audio, sample_rate=SAMPLE_RATE, mono=True)
         features = bundle.audio(samples)  # (T50, L+1, D) float32, CPU
     num_output = max(1, int(round(len(samples) / SAMPLES_PER_FRAME)))
-    indices = source_indices(num_output, geometry.num_frames, config.loop)
+    num_rendered = model_frame_count(num_output, len(features))
+    indices = source_indices(num_rendered, geometry.num_frames, config.loop)
     weights = crossfade_weights(geometry.has_face[indices], config.crossfade)
 
     width, height = geometry.frame_size
     stream = FrameStream(pair.video, indices, fps=FPS, block=config.reverse_block)
-    renderer = _ChunkRenderer(geometry, features, sampler, weights, timer)
+    renderer = ChunkRenderer(geometry, features, sampler, weights, timer)
     if config.frame_strip:
-        renderer.strip = FrameStrip(at=_strip_frame(weights))
+        renderer.strip = FrameStrip(at=_strip_frame(weights[:num_output]), mask=sampler.mask)
+    codec = get_codec(config.codec)
     with progress(transient=True) as bar:
         task = bar.add_task("lip-sync", total=num_output, unit="frames")
         with VideoWriter(out_path, FPS, width, height, crf=config.crf, preset=config.encode_preset,
-                         audio_path=pair.audio, shortest=False) as writer:
-            frames = iter(stream)
-            chunk: list[tuple[int, int, np.ndarray]] = []
-            while True:
-                with timer("decode"):
-                    item = next(frames, None)
-                if item is not None:
-                    chunk.append(item)
-                if chunk and (len(chunk) == CHUNK_FRAMES or item is None):
-                    for frame in renderer(chunk):
-                        with timer("encode"):
-                            writer.write(frame)
-                    bar.update(task, advance=len(chunk))
-                    chunk = []
-                if item is None:
-                    break
+                         audio_path=pair.audio, shortest=False, codec=codec.name,
+                         frame_digest=codec.lossless) as writer:
+
+            def encode(rows) -> None:
+                rows = [row for row in rows if row[0] < num_output]  # the reference grid's frames past the audio
+                with timer("encode"):
+                    for _, _, frame in rows:
+                        writer.write(frame)
+                bar.update(task, advance=len(rows))
+
+            chunks = chunks_of(stream, config.chunk_frames, timer)
+            mode = _pipeline_mode(config.pipeline, sampler.device)
+            if mode == "full":
+                # Decoding + alignment of the next chunk and paste-back + encoding of the previous one overlap the
+                # denoising of this one.
+                pipelined(chunks, renderer.prepare, renderer.denoise,
+                          lambda chunk, generated: encode(renderer.finish(chunk, generated)))
+            else:
+                # On a CPU the warps would take cores from the U-Net: only the ffmpeg pipes overlap it ("io").
+                pipelined(chunks, lambda rows: rows, renderer.render, lambda _, rows: encode(rows),
+                          overlap=mode == "io")
             encode_tic = time.perf_counter()
         timer.seconds["encode"] += time.perf_counter() - encode_tic  # the encoder draining on close
-    synced = int((weights > 0).sum())
+    synced = int((weights[:num_output] > 0).sum())
     strip_name = None
     if renderer.strip is not None and renderer.strip.panels:
         strip_name = f"{Path(pair.name).stem}.strip.png"
@@ -343,16 +420,112 @@ def _synthesize(pair: Pair, out_path: Path, config: InferConfig, models: Inferen
         "total": num_output,
         "synced": synced,
         "passed_through": num_output - synced,
+        "rendered": num_rendered,
         "source_frames": geometry.num_frames,
         "source_frames_with_face": geometry.frames_with_face,
         "source_frames_interpolated": int(geometry.interpolated.sum()),
         "face_segments": [list(s) for s in geometry.segments],
+        "face_source": face_source,
         "face_region": renderer.region(),
         "frames_read_pass2": stream.frames_decoded,
         "loop": config.loop if num_output > geometry.num_frames else None,
         "audio_seconds": round(len(samples) / SAMPLE_RATE, 4),
+        "codec": codec.name,
+        "frames_sha256": writer.frames_sha256,
         "frame_strip": strip_name,
     }
+
+
+def _pipeline_mode(mode: str, device) -> str:
+    """``auto``: ``full`` on CUDA (the per-frame work hides behind the GPU), ``io`` elsewhere."""
+    if mode != "auto":
+        return mode
+    return "full" if device.type == "cuda" else "io"
+
+
+def _face_geometry(video: Path, config: InferConfig, resolution: int, video_digest: str | None,
+                   timer: StageTimer):
+    """Pass 1: the video's face track (``--faces``, the cache, or detection), then one alignment per frame.
+
+    Returns ``(FaceGeometry, face_source)`` where ``face_source`` records where the track came from.
+    """
+    from lsync.face.track_file import load_face_track
+    from lsync.media.probe import probe
+    from lsync.stages.infer_faces import geometry_from_track
+
+    info = probe(video)
+    frame_size = (info.width, info.height)
+    cache_path = _track_cache_path(config, video_digest)
+    if config.faces is not None:
+        faces_path = Path(config.faces).expanduser()
+        track = load_face_track(faces_path)
+        track.check_video(video, info.frames_at(FPS), frame_size, video_digest, faces_path)
+        source = {"from": "file", "path": str(faces_path.resolve())}
+        log.info("face track of %s read from %s: detection skipped", video, faces_path)
+    elif (track := _cached_track(cache_path, video, frame_size, video_digest)) is not None:
+        source = {"from": "cache", "path": str(cache_path)}
+        log.info("face track of %s found in the track cache (%s): detection skipped", video, cache_path)
+    else:
+        track = _detect(video, config, info, timer)
+        source = {"from": "detection"}
+        if cache_path is not None:
+            _store_in_cache(track, cache_path, video_digest)
+    track.frame_size = track.frame_size or frame_size
+    track.video_digest = track.video_digest or video_digest
+    if config.save_faces:
+        saved = track.save(Path(config.save_faces).expanduser())
+        source["saved_to"] = str(saved.resolve())
+        log.info("face track saved to %s", saved)
+    source.update(track.counts())
+    with timer("align_fit"):
+        geometry = geometry_from_track(track, config, resolution, fps=FPS, frame_size=frame_size)
+    return geometry, source
+
+
+def _detect(video: Path, config: InferConfig, info, timer: StageTimer):
+    from lsync.stages.infer_faces import detect_track
+
+    with progress(transient=True) as bar:
+        faces_task = bar.add_task("faces", total=info.frames_at(FPS), unit="frames")
+        track, timings = detect_track(video, config, fps=FPS, on_frames=lambda n: bar.update(faces_task, advance=n))
+    timer.seconds["decode"] += timings.pop("decode", 0.0)
+    timer.seconds["detect"] += sum(timings.values())
+    return track
+
+
+def _track_cache_path(config: InferConfig, video_digest: str | None) -> Path | None:
+    """The track cache entry of this video and detector settings (None: cache off or no digest)."""
+    from lsync.face.track_file import cached_track_path
+    from lsync.stages.infer_faces import detector_settings
+    from lsync.weights import default_cache_dir
+
+    if config.face_cache == "off" or video_digest is None:
+        return None
+    root = default_cache_dir() / "face-tracks" if config.face_cache == "auto" else Path(config.face_cache).expanduser()
+    return cached_track_path(root, video_digest, detector_settings(config))
+
+
+def _cached_track(path: Path | None, video: Path, frame_size: tuple[int, int], video_digest: str | None):
+    """The cached track at ``path`` if there is a sound one for this video; a damaged entry is ignored."""
+    from lsync.face.track_file import load_face_track
+
+    if path is None or not path.is_file():
+        return None
+    try:
+        track = load_face_track(path)
+        track.check_video(video, track.num_frames, frame_size, video_digest, path)
+    except InputError as exc:
+        log.warning("ignoring the cached face track %s (%s); detecting again", path, exc.what)
+        return None
+    return track
+
+
+def _store_in_cache(track, path: Path, video_digest: str | None) -> None:
+    track.video_digest = video_digest
+    try:
+        track.save(path)
+    except OSError as exc:  # a read-only or full cache only costs the next run its detection
+        log.warning("could not write the face track cache %s (%s)", path, exc)
 
 
 def _strip_frame(weights: np.ndarray) -> int | None:
@@ -367,8 +540,9 @@ class FrameStrip:
 
     min_panel = 160  # small faces (the tiny 64 px preset) are enlarged so the strip is readable
 
-    def __init__(self, at: int | None):
+    def __init__(self, at: int | None, mask: np.ndarray | None = None):
         self.at = at
+        self.mask = mask  # (R, R) 1 = keep; None: the procedural mouth mask
         self.panels: list[np.ndarray] = []
 
     def wants(self, output_index: int) -> bool:
@@ -378,7 +552,7 @@ class FrameStrip:
         """face, blended: (R, R, 3) uint8; generated: (3, R, R) float in [-1, 1]."""
         from lsync.face.mask import mouth_mask
 
-        keep = mouth_mask(face.shape[0])[..., None]
+        keep = (self.mask if self.mask is not None else mouth_mask(face.shape[0]))[..., None]
         masked = (face * keep + 128 * (1 - keep)).astype(np.uint8)  # grey where the U-Net repaints
         generated = np.asarray(generated, np.float32).transpose(1, 2, 0)
         generated = np.clip((generated + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
@@ -398,62 +572,8 @@ class FrameStrip:
                 raise OSError(f"could not write {path}")
 
 
-class _ChunkRenderer:
-    """One chunk of (output index, source index, frame) in, the finished frames out (in order)."""
-
-    def __init__(self, geometry, features, sampler, weights: np.ndarray, timer: StageTimer):
-        self.geometry, self.features, self.sampler = geometry, features, sampler
-        self.weights, self.timer = weights, timer
-        self.resolution = geometry.resolution
-        self.touched: list[int] | None = None  # union (x0, y0, x1, y1) of the frame areas faces were pasted into
-        self.strip: FrameStrip | None = None
-
-    def region(self) -> list[int] | None:
-        """``[x0, y0, x1, y1)`` of frame pixels the paste-back may have changed (None: no frame was edited)."""
-        return self.touched
-
-    def _touch(self, frame: np.ndarray, affine: np.ndarray) -> None:
-        from lsync.stages.infer_faces import face_window, paste_margin
-
-        rows, cols = face_window(affine, self.resolution, frame.shape[:2], paste_margin(affine, self.resolution))
-        box = [cols.start, rows.start, cols.stop, rows.stop]
-        if self.touched is None:
-            self.touched = box
-        else:
-            self.touched = [min(self.touched[0], box[0]), min(self.touched[1], box[1]),
-                            max(self.touched[2], box[2]), max(self.touched[3], box[3])]
-
-    def __call__(self, chunk: list[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
-        from lsync.audio.whisper import feature_window
-        from lsync.stages.infer_faces import align_crop, paste_face
-
-        synced_rows = [row for row, (out, _, _) in enumerate(chunk) if self.weights[out] > 0]
-        if not synced_rows:
-            return [frame for _, _, frame in chunk]
-        with self.timer("align"):
-            faces = {row: align_crop(chunk[row][2], self.geometry.affines[chunk[row][1]], self.resolution)
-                     for row in synced_rows}
-            # Rows without a face (and the padding of a short last chunk) borrow the nearest face: the U-Net
-            # always sees 16 frames, and those rows' outputs are dropped.
-            synced = np.array(synced_rows)
-            stack = np.stack([faces[int(synced[np.abs(synced - row).argmin()])] for row in range(CHUNK_FRAMES)])
-        with self.timer("audio_features"):
-            audio = feature_window(self.features, chunk[0][0], CHUNK_FRAMES)
-        with self.timer("denoise"):
-            generated = self.sampler(stack, audio)
-        with self.timer("restore"):
-            for row in synced_rows:
-                out, src, frame = chunk[row]
-                paste_face(frame, generated[row], self.geometry.affines[src], float(self.weights[out]))
-                self._touch(frame, self.geometry.affines[src])
-                if self.strip is not None and self.strip.wants(out):
-                    blended = align_crop(frame, self.geometry.affines[src], self.resolution)
-                    self.strip.capture(faces[row], generated[row].numpy(), blended)
-        return [frame for _, _, frame in chunk]
-
-
 # ================================================================================================ batches
-def read_pairs(path: str | Path) -> list[Pair]:
+def read_pairs(path: str | Path, codec: str = "h264") -> list[Pair]:
     """Rows ``video, audio[, output name]`` of a CSV file (an optional header row starting with ``video``;
     blank lines and ``#`` comments skipped; relative paths are relative to the CSV's folder)."""
     path = Path(path)
@@ -473,13 +593,13 @@ def read_pairs(path: str | Path) -> list[Pair]:
             video, audio = (Path(cell).expanduser() for cell in row[:2])
             video = video if video.is_absolute() else path.parent / video
             audio = audio if audio.is_absolute() else path.parent / audio
-            pairs.append(Pair(video, audio, output_name(video, row[2] if len(row) == 3 else None)))
+            pairs.append(Pair(video, audio, output_name(video, row[2] if len(row) == 3 else None, codec)))
     if not pairs:
         raise UsageError(f"{path} lists no pairs", "add video,audio rows")
     return pairs
 
 
-def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1) -> list[Pair]:
+def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1, codec: str = "h264") -> list[Pair]:
     """Pairs for a held-out check: the source videos of ``count`` clips of ``split`` in a data directory
     (``lsync preprocess``), each driven by the audio of a clip from another source (the next one in id order).
 
@@ -506,7 +626,8 @@ def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1) ->
             raise InputError(f"{data_dir} has clips of one source only", "preprocess at least two sources")
         driver = next((c for c in others if c["id"] > clip["id"]), others[0])
         audio = data_dir / driver["audio"]
-        pairs.append(Pair(video, audio, f"{Path(clip['source']).stem}-with-{Path(driver['source']).stem}.mp4"))
+        name = f"{Path(clip['source']).stem}-with-{Path(driver['source']).stem}"
+        pairs.append(Pair(video, audio, output_name(video, name, codec)))
     return pairs
 
 
@@ -515,7 +636,7 @@ def run_pairs(pairs: list[Pair], out_dir: str | Path, config: InferConfig, overw
     """Run every pair with one set of models; all inputs are checked before the first run starts."""
     out_dir = Path(out_dir)
     for pair in pairs:
-        _check_inputs(pair.video, pair.audio)
+        _check_inputs(pair.video, pair.audio, config)
     _check_out_dir(out_dir, [pair.name for pair in pairs], overwrite)
     models = models or load_models_for(config)
     entries = []

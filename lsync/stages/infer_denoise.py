@@ -31,21 +31,53 @@ from lsync.errors import CheckpointError, InputError, UsageError
 
 log = get_logger(__name__)
 
-__all__ = ["ChunkSampler", "DeepFeatureCache", "load_inference_models", "pick_device", "resolve_unet_source"]
+__all__ = ["ChunkSampler", "DeepFeatureCache", "choose_dtype", "cpu_native_bf16", "load_inference_models", "pick_device",
+           "resolve_unet_source"]
 
 
 # ================================================================================================ models
-def pick_device(device: str | None, dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """``device`` (None: CUDA when present) and the model dtype (``auto``: bf16 on CUDA where supported, else
-    fp16; float32 on CPU)."""
+def pick_device(device: str | None, dtype: str = "auto", cpu_bf16: bool = False) -> tuple[torch.device, torch.dtype]:
+    """``device`` (None: CUDA when present) and the model dtype (see :func:`choose_dtype`)."""
     resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but torch sees no CUDA device", "use --device cpu")
-    if dtype == "auto":
-        if resolved.type != "cuda":
-            return resolved, torch.float32
-        return resolved, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return resolved, {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    return resolved, choose_dtype(resolved, dtype, cpu_bf16)[0]
+
+
+def cpu_native_bf16() -> str | None:
+    """The instruction set with which this CPU computes bfloat16 natively (``AMX-BF16``, ``AVX512-BF16``), as
+    torch's own CPU probe reports it, or None. Without one, oneDNN emulates bf16 and it is slower than float32."""
+    import torch.cpu
+
+    probes = (("AMX-BF16", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported"))
+    for name, probe in probes:
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check() and torch.backends.mkldnn.is_available():
+            return name
+    return None
+
+
+def choose_dtype(device: torch.device, dtype: str = "auto", cpu_bf16: bool = False) -> tuple[torch.dtype, str]:
+    """The model dtype for ``device`` and why it was chosen (recorded in ``lsync.json``).
+
+    ``auto``: bf16 on CUDA where supported, else fp16; on a CPU bf16 where it computes bf16 natively and
+    ``cpu_bf16`` (inference: the U-Net and the VAE run about twice as fast with ~1 % relative error, the size of
+    the fp16 error LatentSync accepts on GPUs), else float32. Any other value is taken as asked.
+    """
+    if dtype != "auto":
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype], "asked for"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "auto: the CUDA device supports bfloat16"
+        return torch.float16, "auto: the CUDA device lacks bfloat16, float16 instead"
+    if device.type != "cpu":
+        return torch.float32, f"auto: float32 on {device.type}"
+    native = cpu_native_bf16()
+    if cpu_bf16 and native:
+        return torch.bfloat16, f"auto: the CPU computes bfloat16 natively ({native})"
+    if cpu_bf16:
+        return torch.float32, "auto: the CPU has no native bfloat16 (no AMX-BF16 or AVX512-BF16), float32"
+    return torch.float32, "auto: float32 on the CPU"
 
 
 def resolve_unet_source(path: str | Path) -> Path:
@@ -100,14 +132,18 @@ def _load_unet(source: Path, preset_config: dict[str, Any]):
 
 
 def load_inference_models(preset: str, weights_dir: str | Path | None = None, unet: str | Path | None = None,
-                          vae: str | Path | None = None):
+                          vae: str | Path | None = None, windowing: str = "overlap"):
     """A :class:`~lsync.models.presets.ModelBundle` for ``preset``, its U-Net optionally replaced by ``unet`` and
     its VAE by ``vae`` (or, without one, by the VAE a ``unet`` checkpoint names: :func:`choose_vae`).
+
+    A weights folder may hold ``unet_config.json`` beside ``latentsync_unet.pt`` (and beside a ``--unet`` file):
+    it sets the U-Net architecture. Whisper's size comes from its checkpoint's ``dims``, the VAE's from its
+    folder's ``config.json``. ``windowing`` is the Whisper long-audio windowing (``overlap`` or ``reference``).
 
     Returns ``(bundle, model_ids)`` where ``model_ids`` names every model (file paths and digests where files
     were read) for the output manifest.
     """
-    bundle, ids = _load_preset_and_unet(preset, weights_dir, unet)
+    bundle, ids = _load_preset_and_unet(preset, weights_dir, unet, windowing)
     choose_vae(bundle, ids, vae, resolve_unet_source(unet) if unet is not None else None)
     return bundle, ids
 
@@ -128,11 +164,11 @@ def choose_vae(bundle, ids: dict[str, Any], vae: str | Path | None, unet_source:
                     "noise; pass --vae RUN of `lsync train vae`, or a U-Net trained with one")
 
 
-def _load_preset_and_unet(preset: str, weights_dir: str | Path | None, unet: str | Path | None):
+def _load_preset_and_unet(preset: str, weights_dir: str | Path | None, unet: str | Path | None, windowing: str):
     from lsync.audio.whisper import WhisperFeatureExtractor, load_whisper_encoder
     from lsync.diffusion import make_scheduler
     from lsync.manifest import quick_file_digest
-    from lsync.models.presets import ModelBundle, load_models, model_config
+    from lsync.models.presets import ModelBundle, load_models, model_config, unet_config_beside
     from lsync.models.vae import load_vae
     from lsync.weights import PRESET_RESOLUTION, find_file, preset_files
 
@@ -140,15 +176,17 @@ def _load_preset_and_unet(preset: str, weights_dir: str | Path | None, unet: str
         raise UsageError(f"unknown model preset '{preset}'", f"choose one of: {', '.join(PRESET_RESOLUTION)}")
     ids: dict[str, Any] = {"preset": preset}
     if unet is None:
-        bundle = load_models(preset, weights_dir)
+        bundle = load_models(preset, weights_dir, windowing=windowing)
         ids["files"] = {role: {"path": str(path), "digest": quick_file_digest(path)}
                         for role, path in sorted(bundle.files.items())}
         return bundle, ids
 
     source = resolve_unet_source(unet)
     preset_unet_config = model_config("unet_tiny" if preset == "tiny" else "unet_stage2")
+    if source.is_file():
+        preset_unet_config = unet_config_beside(source) or preset_unet_config
     if preset == "tiny":
-        bundle = load_models("tiny")
+        bundle = load_models("tiny", windowing=windowing)
     else:
         # Only the VAE and Whisper come from the preset: the released U-Net need not be on disk.
         files = {}
@@ -161,7 +199,7 @@ def _load_preset_and_unet(preset: str, weights_dir: str | Path | None, unet: str
                 files[file.role] = found
         bundle = ModelBundle(preset=preset, resolution=PRESET_RESOLUTION[preset], unet=None,
                              vae=load_vae(files["vae/config.json"].parent),
-                             audio=WhisperFeatureExtractor(load_whisper_encoder(files["whisper"])),
+                             audio=WhisperFeatureExtractor(load_whisper_encoder(files["whisper"]), windowing=windowing),
                              scheduler=make_scheduler(), files=files)
     bundle.unet = _load_unet(source, preset_unet_config).eval()
     weights = source / "model.safetensors" if source.is_dir() else source
@@ -242,10 +280,14 @@ class ChunkSampler:
         steps: DDIM steps; guidance: classifier-free guidance scale (<= 1 skips the unconditional branch).
         seed: the shared initial noise; cache_interval: :class:`DeepFeatureCache`; compile: ``torch.compile``
             the U-Net (not together with ``cache_interval > 1``, which swaps block methods at run time).
+        mask: (R, R) float mask, 1 keeps the pixel, 0 repaints it (e.g. :func:`lsync.face.mask.load_mask_image`);
+            None draws the LatentSync shape (:func:`lsync.face.mask.mouth_mask`).
+        scheduler: ``ddim`` (the bundle's, LatentSync's) or ``dpm++`` (:func:`lsync.diffusion.make_sampler`).
     """
 
     def __init__(self, bundle, device: torch.device, dtype: torch.dtype, steps: int = 20, guidance: float = 1.5,
-                 seed: int = 1247, cache_interval: int = 1, compile: bool = False, num_frames: int = 16):
+                 seed: int = 1247, cache_interval: int = 1, compile: bool = False, num_frames: int = 16,
+                 mask: np.ndarray | None = None, scheduler: str = "ddim"):
         from lsync.face.mask import latent_mask, mouth_mask
 
         if steps < 1:
@@ -264,11 +306,19 @@ class ChunkSampler:
         bundle.audio.encoder.to(device=device)
         self.cache = DeepFeatureCache(bundle.unet, cache_interval)
         self.unet = torch.compile(bundle.unet) if compile else bundle.unet
-        self.scheduler = bundle.scheduler
+        from lsync.diffusion import make_sampler
+
+        self.scheduler = bundle.scheduler if scheduler == "ddim" else make_sampler(scheduler, bundle.scheduler.config)
+        self.steps = steps
+        self.step_kwargs = {"eta": 0.0} if scheduler == "ddim" else {}
         self.scheduler.set_timesteps(steps, device=device)
         self.timesteps = self.scheduler.timesteps
 
-        mask = mouth_mask(self.resolution)  # (R, R) 1 = keep
+        mask = mouth_mask(self.resolution) if mask is None else np.asarray(mask, np.float32)  # (R, R) 1 = keep
+        if mask.shape != (self.resolution, self.resolution):
+            raise UsageError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the model works at "
+                             f"{self.resolution}x{self.resolution}", "load it with load_mask_image(path, resolution)")
+        self.mask = mask
         self.pixel_mask = torch.tensor(np.asarray(mask), device=device, dtype=torch.float32)[None, None, None]
         latent_size = self.resolution // 8
         self.latent_mask = latent_mask(mask, latent_size).to(device=device, dtype=dtype).reshape(
@@ -280,16 +330,29 @@ class ChunkSampler:
         self.initial_noise = self.initial_noise.to(device) * self.scheduler.init_noise_sigma
 
     @torch.inference_mode()
-    def __call__(self, faces: np.ndarray, audio: torch.Tensor) -> torch.Tensor:
-        """faces: (F, R, R, 3) uint8 aligned faces; audio: (F, S, D) audio tokens.
+    def __call__(self, faces: np.ndarray, audio: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """faces: (F, R, R, 3) uint8 aligned faces; audio: (F, S, D) audio tokens; any F (16 per full chunk).
 
-        Returns (F, 3, R, R) float32 in [-1, 1] on the CPU: generated mouth region, original pixels elsewhere.
+        Returns (F, 3, R, R) float32 on the CPU: the generated mouth region, the original pixels elsewhere, in
+        [-1, 1] (``clamp=False`` keeps the decoder's overshoot, which the paste-back clamps after un-warping).
         """
-        from lsync.models.vae import decode, encode
+        pixels = self.pixels(faces)
+        composited = self.composite(self.denoise(pixels, audio), pixels)
+        composited = composited.clamp(-1, 1) if clamp else composited
+        return composited[0].permute(1, 0, 2, 3).cpu()
 
-        num_frames = len(faces)
+    def pixels(self, faces: np.ndarray) -> torch.Tensor:
+        """(F, R, R, 3) uint8 -> (1, 3, F, R, R) float32 ``(x / 255 - 0.5) / 0.5`` on the device."""
         pixels = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device).permute(3, 0, 1, 2)[None]
-        pixels = (pixels.float() / 255 - 0.5) / 0.5  # (1, 3, F, R, R)
+        return (pixels.float() / 255 - 0.5) / 0.5
+
+    @torch.inference_mode()
+    def denoise(self, pixels: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The DDIM loop: pixels (1, 3, F, R, R) in [-1, 1], audio (F, S, D) -> latents (1, 4, F, R/8, R/8) float32,
+        before the VAE decode."""
+        from lsync.models.vae import encode
+
+        num_frames = pixels.shape[2]
         masked = pixels * self.pixel_mask
         masked_latents = encode(self.bundle.vae, masked.to(self.dtype))
         reference_latents = encode(self.bundle.vae, pixels.to(self.dtype))
@@ -304,6 +367,7 @@ class ChunkSampler:
 
         latents = self.initial_noise.expand(-1, -1, num_frames, -1, -1).float()
         self.cache.reset()
+        self.scheduler.set_timesteps(self.steps, device=self.device)  # multistep samplers keep per-chunk history
         for t in self.timesteps:
             model_input = torch.cat([latents, latents]) if use_guidance else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
@@ -313,8 +377,14 @@ class ChunkSampler:
             if use_guidance:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + self.guidance * (cond - uncond)
-            latents = self.scheduler.step(noise, t, latents, eta=0.0).prev_sample
+            latents = self.scheduler.step(noise, t, latents, **self.step_kwargs).prev_sample
+        return latents
 
-        decoded = decode(self.bundle.vae, latents).float()  # (1, 3, F, R, R)
-        composited = decoded * (1 - self.pixel_mask) + pixels * self.pixel_mask
-        return composited[0].permute(1, 0, 2, 3).clamp(-1, 1).cpu()
+    @torch.inference_mode()
+    def composite(self, latents: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Decode latents (1, 4, F, h, w) and keep the generated pixels only where the mask repaints:
+        ``decoded (1 - m) + pixels m`` -> (1, 3, F, R, R) float32, not clamped."""
+        from lsync.models.vae import decode
+
+        decoded = decode(self.bundle.vae, latents).float()
+        return decoded * (1 - self.pixel_mask) + pixels * self.pixel_mask

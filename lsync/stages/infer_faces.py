@@ -26,8 +26,10 @@ import torch
 
 from lsync.face.align import AlignmentSmoother, aligned_face_size, restore_face, similarity_transform, warp_face
 from lsync.face.track import smooth_landmarks, track_faces
+from lsync.face.track_file import INTERPOLATED, FaceTrack
 
-__all__ = ["FaceGeometry", "align_crop", "analyse_faces", "face_window", "paste_face"]
+__all__ = ["FaceGeometry", "align_crop", "analyse_faces", "detect_track", "detector_settings", "face_window",
+           "geometry_from_track", "paste_face"]
 
 
 @dataclass
@@ -70,6 +72,29 @@ def analyse_faces(
         resolution: aligned face size R of the model.
         on_frames: called with the number of frames just analysed (progress).
     """
+    track, timings = detect_track(video, config, fps=fps, on_frames=on_frames)
+    geometry = geometry_from_track(track, config, resolution, fps=fps)
+    geometry.timings = {**timings, **geometry.timings}
+    return geometry
+
+
+def detector_settings(config: Any) -> dict[str, Any]:
+    """The settings that decide a face track (the key of the track cache; smoothing is applied afterwards)."""
+    return {
+        "detector": config.detector, "detector_models": config.detector_models, "detect_size": config.detect_size,
+        "max_faces": config.max_faces, "face_select": config.face_select, "max_gap": config.max_gap,
+        "min_face": config.min_face,
+    }
+
+
+def detect_track(
+    video: str | Path,
+    config: Any,
+    fps: float = 25.0,
+    on_frames: Callable[[int], None] | None = None,
+) -> tuple[FaceTrack, dict[str, float]]:
+    """Decode every frame, detect faces in batches and track one subject: the :class:`FaceTrack` of ``video``
+    and the seconds spent decoding, detecting and tracking."""
     from lsync.media.video import VideoReader
     from lsync.stages.preprocess import make_detector
 
@@ -90,25 +115,33 @@ def analyse_faces(
             if on_frames is not None:
                 on_frames(len(batch))
     tic = time.perf_counter()
-    num_frames = len(per_frame_faces)
+    segments = track_faces(per_frame_faces, face_select=config.face_select, frame_size=(reader.width, reader.height),
+                           max_gap=config.max_gap, min_face=config.min_face)
+    track = FaceTrack.from_segments(segments, len(per_frame_faces), frame_size=(reader.width, reader.height),
+                                    settings=detector_settings(config))
+    timings["track"] = time.perf_counter() - tic
+    return track, timings
+
+
+def geometry_from_track(track: FaceTrack, config: Any, resolution: int, fps: float = 25.0,
+                        frame_size: tuple[int, int] | None = None) -> FaceGeometry:
+    """Smooth each tracked stretch's landmarks (``smooth_method``, ``smooth_strength``) and fit one alignment
+    matrix per frame, with the reference's ``smooth=True`` matrix smoother restarted per stretch
+    (``align_smooth``)."""
+    tic = time.perf_counter()
+    num_frames = track.num_frames
     affines = np.full((num_frames, 2, 3), np.nan, np.float32)
-    has_face = np.zeros(num_frames, bool)
-    interpolated = np.zeros(num_frames, bool)
-    tracks = track_faces(per_frame_faces, face_select=config.face_select, frame_size=(reader.width, reader.height),
-                         max_gap=config.max_gap, min_face=config.min_face)
-    for track in tracks:
-        landmarks = smooth_landmarks(track.landmarks3, config.smooth_method, config.smooth_strength, fps=fps)
+    for start, end in track.segments():
+        landmarks = smooth_landmarks(track.landmarks3[start:end], config.smooth_method, config.smooth_strength,
+                                     fps=fps)
         # The reference's smooth=True alignment: a fresh smoother per tracked stretch, run in frame order.
         smoother = AlignmentSmoother(resolution) if config.align_smooth else None
         for offset, points in enumerate(landmarks):
-            frame = track.start + offset
-            affines[frame] = smoother(points) if smoother else similarity_transform(points, resolution)
-        has_face[track.start:track.end] = True
-        interpolated[track.start:track.end] = track.interpolated
-    timings["track"] = time.perf_counter() - tic
-    return FaceGeometry(num_frames=num_frames, frame_size=(reader.width, reader.height), resolution=resolution,
-                        affines=affines, has_face=has_face, interpolated=interpolated,
-                        segments=[(t.start, t.end) for t in tracks], timings=timings)
+            affines[start + offset] = smoother(points) if smoother else similarity_transform(points, resolution)
+    return FaceGeometry(num_frames=num_frames, frame_size=tuple(frame_size or track.frame_size),
+                        resolution=resolution, affines=affines, has_face=track.has_face.copy(),
+                        interpolated=track.status == INTERPOLATED, segments=track.segments(),
+                        timings={"align_fit": time.perf_counter() - tic})
 
 
 # ----------------------------------------------------------------------------------------------- warps on crops

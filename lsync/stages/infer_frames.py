@@ -3,8 +3,10 @@
 The output lasts as long as the driving audio. When the audio is longer than the video, the source frames are
 replayed by one of three rules (:func:`source_indices`):
 
-* ``pingpong`` (default, like LatentSync): forward, backward, forward, ... The turning frames are not
-  repeated (period ``2n - 2``), so the motion bounces instead of stalling for one frame.
+* ``pingpong`` (default, LatentSync's rule): forward, backward, forward, ... with each turning frame shown
+  twice (period ``2n``), exactly as the reference concatenates the frames and their reversed copy.
+* ``bounce``: forward, backward, ... without repeating the turning frames (period ``2n - 2``): the motion
+  reverses without the one-frame hold at each end.
 * ``loop``: forward again from the first frame.
 * ``hold``: the last frame stays on screen.
 
@@ -31,8 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-LoopMode = Literal["pingpong", "loop", "hold"]
-LOOP_MODES = ("pingpong", "loop", "hold")
+LoopMode = Literal["pingpong", "bounce", "loop", "hold"]
+LOOP_MODES = ("pingpong", "bounce", "loop", "hold")
 
 __all__ = ["FrameStream", "LOOP_MODES", "PlaybackRun", "crossfade_weights", "playback_runs", "source_indices"]
 
@@ -51,7 +53,10 @@ def source_indices(num_output: int, num_source: int, mode: LoopMode = "pingpong"
         return np.minimum(k, num_source - 1)
     if mode == "loop":
         return k % num_source
-    period = 2 * num_source - 2
+    if mode == "pingpong":  # 0 .. n-1, n-1 .. 0, 0 .. n-1, ...
+        phase = k % (2 * num_source)
+        return np.where(phase < num_source, phase, 2 * num_source - 1 - phase)
+    period = 2 * num_source - 2  # bounce: 0 .. n-1, n-2 .. 1, 0 .. n-1, ...
     phase = k % period
     return np.where(phase < num_source, phase, period - phase)
 

@@ -1,13 +1,15 @@
 """``lsync preprocess raw/ data/``: sources in, aligned 25 fps / 16 kHz clips out - resumable and parallel.
 
-Per source (one worker process each, taken from a dynamic queue):
+Per source (one worker process each, taken from a dynamic queue, :mod:`lsync.stages.preprocess_pool`):
 
 1. **probe** - unusable files become ``rejects.jsonl`` lines (``unreadable``, ``no_video``, ``no_audio``,
-   ``too_short``) instead of crashing the run;
-2. **analysis pass** - decode at 25 fps on a small copy (long side ``detect_size``): shot cuts, faces per frame;
-3. **track** - follow one subject so identity cannot switch mid-clip, fill short gaps, split on long ones;
-4. **plan** - clips of ``min..max`` seconds inside one shot and one track segment (:mod:`lsync.data.clip_plan`);
-5. **write pass** - decode again at full size and stream each planned clip's frames through the alignment
+   ``too_short``) instead of crashing the run; so do entries named like videos that are no files
+   (``dangling_symlink``, ``not_a_file``, also logged as a warning);
+2. **audio** - extracted to a 16 kHz wav; a source quieter than -60 dBFS RMS is rejected as ``silent_audio``;
+3. **analysis pass** - decode at 25 fps on a small copy (long side ``detect_size``): shot cuts, faces per frame;
+4. **track** - follow one subject so identity cannot switch mid-clip, fill short gaps, split on long ones;
+5. **plan** - clips of ``min..max`` seconds inside one shot and one track segment (:mod:`lsync.data.clip_plan`);
+6. **write pass** - decode again at full size and stream each planned clip's frames through the alignment
    (:mod:`lsync.face.align`) into its own encoder; cut its audio sample-exactly (640 samples per frame).
 
 Two decoding passes keep memory flat: nothing holds more than one frame, whatever the video's length.
@@ -16,18 +18,20 @@ Crash safety: every file is written under a temp name and renamed when complete;
 appended in one write *after* its files exist, and ``sources.jsonl`` (one line per finished source) is
 appended last. A rerun removes temp debris, records of unfinished sources and files no record points
 to, then processes only what is not finished - so a kill at any moment and a rerun give the same result
-as one uninterrupted run.
+as one uninterrupted run. A worker process that dies (the out-of-memory killer, a crash in native code) takes
+only its source with it: that source is rejected as ``worker_crashed`` (the signal in ``detail``), the run goes
+on, and a rerun tries it again. Ctrl-C or ``kill`` stops every worker and ffmpeg child before the command exits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import multiprocessing as mp
+import math
 import os
 import re
 import shutil
-import signal
 import tempfile
 import time
 import unicodedata
@@ -57,6 +61,7 @@ from lsync.manifest import (
     rewrite_records,
     write_manifest,
 )
+from lsync.stages.preprocess_pool import WorkerCrash, WorkerPool, sigterm_as_interrupt
 
 log = get_logger(__name__)
 
@@ -68,6 +73,12 @@ CLIPS_DIR = "clips"
 CLIPS_FILE, REJECTS_FILE, SOURCES_FILE, CONFIG_FILE = "clips.jsonl", "rejects.jsonl", "sources.jsonl", "config.yaml"
 # Config keys that change how the work is spread, not what it produces: a rerun may change them freely.
 RUNTIME_KEYS = ("workers",)
+#: A source whose audio stays below this loudness (RMS over the whole source, dB full scale) has no speech.
+SILENCE_DBFS = -60.0
+WORKER_CRASHED = "worker_crashed"  # the worker process died on the source; a rerun tries it again
+#: Entries of the input folder that look like videos but cannot be read as files (reported, not skipped silently).
+DANGLING_SYMLINK, NOT_A_FILE = "dangling_symlink", "not_a_file"
+LISTING_REJECTS = (DANGLING_SYMLINK, NOT_A_FILE)
 
 
 @dataclass
@@ -99,21 +110,34 @@ class PreprocessConfig:
 class Source:
     path: Path  # absolute path to read
     key: str  # stable name in records: path relative to the input folder (or as listed)
+    problem: str | None = None  # DANGLING_SYMLINK or NOT_A_FILE: named like a video, but no file to read
 
 
 def list_sources(inputs: Path, out_dir: Path) -> list[Source]:
-    """Video files under a folder (recursive, never inside ``out_dir``) or listed in a text file."""
+    """Video files under a folder (recursive, never inside ``out_dir``) or listed in a text file.
+
+    Entries named like videos that are not readable files - a symlink whose target is gone, a folder called
+    ``take.mp4`` - are listed with a ``problem`` so the run reports them (a warning and a reject) instead of
+    passing over them without a word.
+    """
     if not inputs.exists():
         raise InputError(f"{inputs} does not exist", "pass a folder of videos or a text file of paths")
     if inputs.is_dir():
         out_resolved = out_dir.resolve()
         found = []
         for path in sorted(inputs.rglob("*")):
-            if path.suffix.lower() not in VIDEO_EXTENSIONS or not path.is_file():
+            if path.suffix.lower() not in VIDEO_EXTENSIONS:
                 continue
-            if out_resolved in path.resolve().parents:
+            real = Path(os.path.realpath(path))  # never raises, not even on a symlink loop
+            if out_resolved == real or out_resolved in real.parents:
                 continue  # our own outputs when data/ lives inside raw/
-            found.append(Source(path.resolve(), path.relative_to(inputs).as_posix()))
+            key = path.relative_to(inputs).as_posix()
+            if path.is_file():
+                found.append(Source(path.resolve(), key))
+            elif path.is_symlink() and not path.exists():
+                found.append(Source(path.absolute(), key, DANGLING_SYMLINK))
+            elif path.is_dir():
+                found.append(Source(path.absolute(), key, NOT_A_FILE))
         return found
     lines = inputs.read_text(encoding="utf-8").splitlines()
     sources = []
@@ -123,8 +147,19 @@ def list_sources(inputs: Path, out_dir: Path) -> list[Source]:
             continue
         path = Path(entry).expanduser()
         path = path if path.is_absolute() else inputs.parent / path
-        sources.append(Source(path.resolve(), entry))
+        if path.is_symlink() and not path.exists():
+            sources.append(Source(path.absolute(), entry, DANGLING_SYMLINK))
+        elif path.is_dir():
+            sources.append(Source(path.absolute(), entry, NOT_A_FILE))
+        else:
+            sources.append(Source(path.resolve(), entry))  # a missing file is probed: an `unreadable` reject
     return sources
+
+
+def _listing_problem(source: Source) -> str:
+    if source.problem == DANGLING_SYMLINK:
+        return f"symlink to {os.readlink(source.path)}, which does not exist"
+    return "a folder, not a video file"
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -173,6 +208,8 @@ def process_source(source: Source, out_dir: Path, config: PreprocessConfig, dige
 
     started = time.perf_counter()
     base = {"source": source.key, "source_digest": digest}
+    if source.problem is not None:
+        return _rejected(base, source.problem, _listing_problem(source), started)
     try:
         info = probe(source.path)
         info.require(video=True, audio=True)
@@ -207,23 +244,17 @@ def make_detector(config: PreprocessConfig):
 def _process_video(source, info, out_dir, config, base, started, frame_counter) -> SourceResult:
     from lsync.data.clip_plan import plan_clips
     from lsync.face.track import track_faces
-    from lsync.media.shots import ShotDetector, ShotDetectorConfig, shot_ranges
-    from lsync.media.video import VideoReader
+    from lsync.media.shots import shot_ranges
 
-    # ---- analysis pass: shot cuts and faces (the detector downscales internally, landmarks are full-size)
-    shots = ShotDetector(ShotDetectorConfig(adaptive_threshold=config.shot_threshold,
-                                            min_content=config.shot_min_content))
-    per_frame_faces = []
-    with make_detector(config) as detector:
-        for frame in VideoReader(source.path, fps=FPS):
-            shots.push(frame)
-            per_frame_faces.append(detector.detect(frame))
-            if frame_counter is not None:
-                with frame_counter.get_lock():
-                    frame_counter.value += 1
-    num_frames = len(per_frame_faces)
-
+    # The audio first: a silent source is rejected before the expensive face detection.
     with _temp_wav(source.path, out_dir) as wav_path:
+        loudness = wav_loudness_dbfs(wav_path)
+        if loudness < SILENCE_DBFS:
+            level = "digital silence" if loudness == -math.inf else f"{loudness:.1f} dBFS"
+            return _rejected(base, "silent_audio", f"audio is silent ({level} RMS, below {SILENCE_DBFS:g} dBFS)",
+                             started)
+        shots, per_frame_faces = _analysis_pass(source, config, frame_counter)
+        num_frames = len(per_frame_faces)
         usable = min(num_frames, _wav_length(wav_path) // SAMPLES_PER_FRAME)
         tracks = track_faces(per_frame_faces[:usable], face_select=config.face_select,
                              frame_size=(info.width, info.height), max_gap=config.max_gap,
@@ -249,6 +280,23 @@ def _process_video(source, info, out_dir, config, base, started, frame_counter) 
               "shots": len(shots.cuts()) + 1, "seconds": round(time.perf_counter() - started, 3)}
     return SourceResult(source=record, clips=clips, rejects=rejects, frames=num_frames,
                         seconds=num_frames / FPS)
+
+
+def _analysis_pass(source: Source, config: PreprocessConfig, frame_counter):
+    """Shot cuts and faces of every frame, decoded at 25 fps (the detector downscales, landmarks are full-size)."""
+    from lsync.media.shots import ShotDetector, ShotDetectorConfig
+    from lsync.media.video import VideoReader
+
+    shots = ShotDetector(ShotDetectorConfig(adaptive_threshold=config.shot_threshold,
+                                            min_content=config.shot_min_content))
+    per_frame_faces = []
+    with make_detector(config) as detector:
+        for frame in VideoReader(source.path, fps=FPS):
+            shots.push(frame)
+            per_frame_faces.append(detector.detect(frame))
+            if frame_counter is not None:
+                frame_counter.value += 1  # one writer per counter: no lock
+    return shots, per_frame_faces
 
 
 def _no_track_reason(per_frame_faces, min_face: int) -> tuple[str, str]:
@@ -336,6 +384,20 @@ def _temp_wav(source: Path, out_dir: Path) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def wav_loudness_dbfs(path: Path, chunk_frames: int = 1 << 20) -> float:
+    """RMS level of a 16-bit wav over its whole length in dB full scale (a full-scale square wave is 0 dBFS,
+    digital silence ``-inf``); read in chunks, so memory stays flat for hour-long sources."""
+    total, count = 0.0, 0
+    with wave.open(str(path), "rb") as wav:
+        while chunk := wav.readframes(chunk_frames):
+            samples = np.frombuffer(chunk, dtype="<i2").astype(np.float64) / 32768.0
+            total += float(np.dot(samples, samples))
+            count += len(samples)
+    if count == 0 or total == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(total / count)
+
+
 def _wav_length(path: Path) -> int:
     with wave.open(str(path), "rb") as wav:
         return wav.getnframes()
@@ -364,10 +426,9 @@ def run(inputs: Path, out_dir: Path, config: PreprocessConfig, force: bool = Fal
     todo, digests = [], {}
     for source in sources:
         digests[source.key] = _source_digest(source.path)
-        previous = done.get(source.key)
-        if previous is None or previous["source_digest"] != digests[source.key]:
+        if _needs_processing(done.get(source.key), digests[source.key]):
             todo.append(source)
-    stale = [key for key, rec in done.items() if key in digests and rec["source_digest"] != digests[key]]
+    stale = [key for key, rec in done.items() if key in digests and _needs_processing(rec, digests[key])]
     if stale:
         _forget_sources(out_dir, set(stale))
     if todo:
@@ -377,6 +438,12 @@ def run(inputs: Path, out_dir: Path, config: PreprocessConfig, force: bool = Fal
 
     summary = _finalize(out_dir, config, sources, digests, time.perf_counter() - started)
     return summary
+
+
+def _needs_processing(previous: dict[str, Any] | None, digest: str) -> bool:
+    """Not finished yet, changed on disk since, or lost with a worker that died on it (worth another try: the
+    cause, e.g. the out-of-memory killer while other workers were busy, is rarely the source itself)."""
+    return previous is None or previous["source_digest"] != digest or previous.get("reason") == WORKER_CRASHED
 
 
 def _source_digest(path: Path) -> str:
@@ -453,69 +520,64 @@ def _forget_sources(out_dir: Path, keys: set[str]) -> None:
 
 
 def _process_all(todo: list[Source], out_dir: Path, config: PreprocessConfig, digests: dict[str, str]) -> None:
-    frame_counter = mp.get_context("spawn").Value("q", 0) if config.workers > 1 else _LocalCounter()
     writers = {name: RecordWriter(out_dir / name) for name in (CLIPS_FILE, REJECTS_FILE, SOURCES_FILE)}
     try:
-        with progress() as bar:
+        with progress() as bar, sigterm_as_interrupt():
             sources_task = bar.add_task("sources", total=len(todo), unit="sources")
             frames_task = bar.add_task("frames", total=None, unit="frames")
-            for result in _results(todo, out_dir, config, digests, frame_counter, bar, frames_task):
-                # Files first (already renamed into place), then clip and reject records, then the source line:
-                # a crash between these leaves the source unfinished, and the rerun redoes it cleanly.
-                if result.clips:
-                    writers[CLIPS_FILE].append(*result.clips)
-                if result.rejects:
-                    writers[REJECTS_FILE].append(*result.rejects)
-                writers[SOURCES_FILE].append(result.source)
-                bar.update(sources_task, advance=1)
-                bar.update(frames_task, completed=frame_counter.value)
+
+            def show_frames(count: int) -> None:
+                bar.update(frames_task, completed=count)
+
+            # closing() stops the workers at once whatever interrupts the loop (Ctrl-C, kill), not at exit
+            with contextlib.closing(_results(todo, out_dir, config, digests, show_frames)) as results:
+                for result in results:
+                    # Files first (already renamed into place), then clip and reject records, then the source
+                    # line: a crash between these leaves the source unfinished, and the rerun redoes it cleanly.
+                    if result.source.get("reason") in LISTING_REJECTS:
+                        log.warning("%s: %s", result.source["source"], result.rejects[0]["detail"])
+                    if result.clips:
+                        writers[CLIPS_FILE].append(*result.clips)
+                    if result.rejects:
+                        writers[REJECTS_FILE].append(*result.rejects)
+                    writers[SOURCES_FILE].append(result.source)
+                    bar.update(sources_task, advance=1)
     finally:
         for writer in writers.values():
             writer.close()
+    # A worker that died mid-source leaves its temp files and the clips it had renamed into place without records.
+    remove_temp_debris(out_dir)
+    _remove_orphan_files(out_dir, read_records(out_dir / CLIPS_FILE))
 
 
 class _LocalCounter:
-    """Same interface as ``multiprocessing.Value`` for the in-process path."""
+    """Frames decoded, for the in-process path (workers count into a shared ``RawValue``)."""
 
     def __init__(self):
         self.value = 0
 
-    def get_lock(self):
-        return contextlib.nullcontext()
 
-
-def _results(todo, out_dir, config, digests, frame_counter, bar, frames_task):
+def _results(todo, out_dir, config, digests, show_frames) -> Iterator[SourceResult]:
+    """Each source's result, in completion order: in this process, or one worker process per source at a time."""
     if config.workers <= 1:
+        counter = _LocalCounter()
         for source in todo:
-            yield process_source(source, out_dir, config, digests[source.key], frame_counter)
+            yield process_source(source, out_dir, config, digests[source.key], counter)
+            show_frames(counter.value)
         return
-    context = mp.get_context("spawn")
-    with context.Pool(config.workers, initializer=_init_worker, initargs=(frame_counter,),
-                      maxtasksperchild=8) as pool:
-        pending = pool.imap_unordered(_work, [(s, out_dir, config, digests[s.key]) for s in todo], chunksize=1)
-        remaining = len(todo)
-        while remaining:
-            try:
-                result = pending.next(timeout=0.5)
-            except mp.TimeoutError:
-                bar.update(frames_task, completed=frame_counter.value)
-                continue
-            remaining -= 1
+    tasks = [(source, digests[source.key]) for source in todo]
+    with WorkerPool(config.workers, functools.partial(_work, out_dir=out_dir, config=config)) as pool:
+        for (source, digest), result in pool.run(tasks, on_wait=lambda: show_frames(pool.counted)):
+            if isinstance(result, WorkerCrash):
+                result = _rejected({"source": source.key, "source_digest": digest}, WORKER_CRASHED, result.detail,
+                                   time.perf_counter())
+            show_frames(pool.counted)
             yield result
 
 
-_worker_counter = None
-
-
-def _init_worker(counter) -> None:
-    global _worker_counter
-    _worker_counter = counter
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-
-
-def _work(args) -> SourceResult:
-    source, out_dir, config, digest = args
-    return process_source(source, out_dir, config, digest, _worker_counter)
+def _work(task: tuple[Source, str], counter, out_dir: Path, config: PreprocessConfig) -> SourceResult:
+    source, digest = task
+    return process_source(source, out_dir, config, digest, counter)
 
 
 def _finalize(out_dir: Path, config: PreprocessConfig, sources: list[Source], digests: dict[str, str],

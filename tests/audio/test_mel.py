@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import imageio_ffmpeg
 import librosa
 import numpy as np
 import pytest
@@ -134,10 +135,11 @@ def test_load_wav_refuses_non_wav(tmp_path):
 
 
 @pytest.mark.media
-def test_demo_wavs_read_directly_equal_the_ffmpeg_decode(media):
+def test_demo_wavs_read_directly_equal_the_ffmpeg_decode(media_audios):
     """The reference decodes with ffmpeg to 16 kHz s16 mono; for these files a plain wav read is identical."""
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    for path in sorted(media.glob("*_audio.wav")):
+    wavs = [path for path in media_audios if path.suffix.lower() == ".wav"]
+    assert wavs, "no .wav files in the media folder"
+    for path in wavs:
         decoded = subprocess.run(
             [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
              "-f", "s16le", "-ac", "1", "-ar", "16000", "-"],
@@ -148,25 +150,27 @@ def test_demo_wavs_read_directly_equal_the_ffmpeg_decode(media):
 
 
 # ----------------------------------------------------------------------------------------------- golden
+MEL_GOLDEN = "audio/wav2lip_mel.safetensors"
+
+
 @pytest.fixture(scope="module")
 def mel_golden(reference):
-    path = reference / "audio" / "wav2lip_mel.safetensors"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
+    path = reference / MEL_GOLDEN
+    assert path.is_file(), f"{path} is missing (the reference README promises it)"
     return load_file(str(path))
 
 
 @pytest.mark.golden
-def test_golden_mel_float64(mel_golden, media):
-    samples = load_wav_16k_mono(media / "demo1_audio.wav")
+def test_golden_mel_float64(mel_golden, golden_media):
+    samples = load_wav_16k_mono(golden_media(MEL_GOLDEN, "audio"))
     mel = melspectrogram(samples)
     assert mel.shape == mel_golden["mel"].shape == (80, timing.num_wav2lip_mel_frames(len(samples)))
     np.testing.assert_allclose(mel, mel_golden["mel"], rtol=0, atol=1e-6)
 
 
 @pytest.mark.golden
-def test_golden_mel_float32(mel_golden, media):
-    mel = melspectrogram(load_wav_16k_mono(media / "demo1_audio.wav"), dtype=np.float32)
+def test_golden_mel_float32(mel_golden, golden_media):
+    mel = melspectrogram(load_wav_16k_mono(golden_media(MEL_GOLDEN, "audio")), dtype=np.float32)
     np.testing.assert_allclose(mel, mel_golden["mel"], rtol=0, atol=1e-4)
 
 

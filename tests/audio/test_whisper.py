@@ -314,8 +314,7 @@ def test_feature_window_equals_chunk_rows_and_clamps_past_the_end():
 @pytest.fixture(scope="module")
 def golden_extractor(reference) -> WhisperFeatureExtractor:
     checkpoints = sorted((reference / "whisper").glob("*.pt"))
-    if not checkpoints:
-        pytest.skip("no whisper checkpoint in the golden data")
+    assert checkpoints, "no whisper/*.pt checkpoint in the golden data (the reference README promises one)"
     return WhisperFeatureExtractor.from_checkpoint(checkpoints[0], windowing="reference")
 
 
@@ -327,9 +326,10 @@ def _window_starts(golden: dict) -> list[int]:
 
 @pytest.mark.golden
 def test_golden_checkpoint_dims(reference, golden_extractor):
-    dims_file = reference / "whisper" / "tiny_whisper_dims.json"
-    if dims_file.is_file():
-        assert golden_extractor.encoder.dims == WhisperDims.from_dict(json.loads(dims_file.read_text()))
+    (checkpoint,) = sorted((reference / "whisper").glob("*.pt"))
+    dims_file = checkpoint.with_name(f"{checkpoint.stem}_dims.json")  # "the same dims", the README says
+    assert dims_file.is_file(), f"{dims_file} is missing"
+    assert golden_extractor.encoder.dims == WhisperDims.from_dict(json.loads(dims_file.read_text()))
     # The checkpoint's positional table is the standard sinusoid table.
     dims = golden_extractor.encoder.dims
     assert torch.allclose(golden_extractor.encoder.positional_embedding,
@@ -351,9 +351,9 @@ def log_mel_with_cpu_independent_mkl(samples: np.ndarray, n_mels: int, tmp_path:
 
 
 @pytest.mark.golden
-def test_golden_features(reference, media, golden_extractor, tmp_path):
+def test_golden_features(reference, golden_media, golden_extractor, tmp_path):
     golden = load_file(str(reference / "whisper" / "whisper_features.safetensors"))
-    samples = load_wav_16k_mono(media / "demo1_audio.wav")
+    samples = load_wav_16k_mono(golden_media("whisper/whisper_features.safetensors", "audio"))
     log_mel = golden_extractor.log_mel(samples)
     # Bins far below a frame's loudest are ill-conditioned in float32: MKL's AVX-512 FFT kernels move a few of them
     # by up to 1.3e-5, and a float64 run lands 1.4e-5 away (the golden's own rounding). Hence 2e-5 here, and the
@@ -375,12 +375,13 @@ def test_golden_features(reference, media, golden_extractor, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def long_case(reference, media, golden_extractor):
-    """The >30 s golden file, rebuilt as README section 5 says: demo2 + demo1 + demo1 int16 samples."""
-    path = reference / "whisper" / "whisper_features_long.safetensors"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    samples = np.concatenate([load_wav_16k_mono(media / f"{name}_audio.wav") for name in ("demo2", "demo1", "demo1")])
+def long_case(reference, golden_media, golden_extractor):
+    """The >30 s golden file, rebuilt as README section 5 says: the int16 samples of the wavs sources.json lists
+    under ``audio_concat_int16``, concatenated in that order."""
+    golden = "whisper/whisper_features_long.safetensors"
+    path = reference / golden
+    assert path.is_file(), f"{path} is missing (the reference README promises it)"
+    samples = np.concatenate([load_wav_16k_mono(wav) for wav in golden_media(golden, "audio_concat_int16")])
     log_mel = golden_extractor.log_mel(samples)  # one max - 8 floor over the whole long file
     features = golden_extractor.features_from_log_mel(log_mel)
     return load_file(str(path)), log_mel, features

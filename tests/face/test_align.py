@@ -146,6 +146,7 @@ def test_restore_pipeline_matches_golden(golden):
 def test_sequence_smoothing_matches_golden(golden):
     folder, cases, tensors = golden
     steps = cases["sequence"]["steps"]
+    assert steps, "no sequence steps in align_cases.json"
     resolutions = sorted({int(m.group(1)) for k in tensors if (m := re.fullmatch(r"seq\.0\.affine_(\d+)", k))})
     assert resolutions
     for resolution in resolutions:

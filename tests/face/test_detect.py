@@ -40,13 +40,34 @@ def detector():
         yield built
 
 
+def decode_frames(path, indices) -> dict[int, np.ndarray]:
+    """RGB frames ``indices`` of a video, decoded in order by OpenCV."""
+    capture = cv2.VideoCapture(str(path))
+    frames, index = {}, 0
+    try:
+        while index <= max(indices):
+            ok, frame = capture.read()
+            assert ok, f"cannot decode frame {index} of {path}"
+            if index in indices:
+                frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
+    return frames
+
+
 @pytest.fixture(scope="module")
-def media_frame(media):
-    capture = cv2.VideoCapture(str(media / "demo1_video.mp4"))
-    ok, frame = capture.read()
-    capture.release()
-    assert ok, "cannot decode demo1_video.mp4"
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+def golden_video_frames(golden_cases, golden_media) -> dict[int, np.ndarray]:
+    """The full frames the align golden's crops were cut from (sources.json names the video), by frame index."""
+    _, cases = golden_cases
+    indices = {case["frame_index"] for case in cases["per_frame"]}
+    return decode_frames(golden_media("align/align_cases.json", "video"), indices)
+
+
+@pytest.fixture(scope="module")
+def media_first_frames(media_videos) -> list[tuple[object, np.ndarray]]:
+    """(path, first frame) of every video in the media folder."""
+    return [(path, decode_frames(path, {0})[0]) for path in media_videos]
 
 
 def golden_inputs(folder, cases):
@@ -82,32 +103,43 @@ def test_two_pass_mediapipe_stays_close_to_golden(golden_cases, detector):
 
 @pytest.mark.golden
 @pytest.mark.media
-def test_full_hd_frame_landmarks_match_the_golden_crop(golden_cases, media_frame, detector):
-    folder, cases = golden_cases
-    case = next(c for c in cases["per_frame"] if c["frame_index"] == 0 and c["name"] == "f000")
-    x0, y0 = case["crop_xyxy_in_original_frame"][:2]
-    expected = np.asarray(case["landmarks3"], np.float32) + [x0, y0]
-    faces = detector([media_frame])[0]
-    assert len(faces) == 1
-    # OpenCV's decoder differs from decord by a few levels; the landmarks still agree within a couple of pixels
-    assert np.abs(faces[0].landmarks3 - expected).max() <= 3.0
-    # without the full-resolution crop pass, FaceMesh on the whole frame is much less precise
+def test_full_hd_frame_landmarks_match_the_golden_crop(golden_cases, golden_video_frames, detector):
+    """Detected on the whole frame, the landmarks land where the golden's crops put them (plus the crop offset)."""
+    _, cases = golden_cases
+    assert cases["per_frame"], "no per_frame cases in align_cases.json"
+    fine_errors, coarse_errors = [], []
     with MediaPipeDetector(refine=False, detect_size=None) as coarse:
-        coarse_error = np.abs(coarse.detect(media_frame)[0].landmarks3 - expected).max()
-    assert coarse_error > np.abs(faces[0].landmarks3 - expected).max()
+        for case in cases["per_frame"]:
+            x0, y0 = case["crop_xyxy_in_original_frame"][:2]
+            expected = np.asarray(case["landmarks3"], np.float32) + [x0, y0]
+            frame = golden_video_frames[case["frame_index"]]
+            faces = detector([frame])[0]
+            assert len(faces) == 1, case["name"]
+            fine_errors.append(np.abs(faces[0].landmarks3 - expected).max())
+            coarse_errors.append(np.abs(coarse.detect(frame)[0].landmarks3 - expected).max())
+    # OpenCV's decoder differs from decord by a few levels; the landmarks still agree within a couple of pixels
+    assert max(fine_errors) <= 3.0, fine_errors
+    # without the full-resolution crop pass, FaceMesh on the whole frame is much less precise
+    assert np.mean(coarse_errors) > np.mean(fine_errors)
 
 
 @pytest.mark.media
-def test_media_frame_detection_is_consistent_across_detect_sizes(media_frame, detector):
-    assert media_frame.shape[:2] == (1920, 1080)
-    face = detector.detect(media_frame)[0]
-    x0, y0, x1, y1 = face.bbox
-    assert 150 < x1 - x0 < 800 and 150 < y1 - y0 < 900 and 0 < face.score <= 1
-    # the landmark points lie inside the face box: brows above the nose
-    assert face.landmarks3[2, 1] > face.landmarks3[:2, 1].max()
-    assert x0 <= face.landmarks3[:, 0].min() and face.landmarks3[:, 0].max() <= x1
-    with MediaPipeDetector(detect_size=960) as other:
-        assert np.abs(other.detect(media_frame)[0].landmarks3 - face.landmarks3).max() <= 3.0
+def test_media_frame_detection_is_consistent_across_detect_sizes(media_first_frames, detector):
+    from lsync.media.probe import probe
+
+    for path, frame in media_first_frames:
+        info = probe(path)
+        assert frame.shape[:2] == (info.height, info.width), path.name
+        face = detector.detect(frame)[0]
+        x0, y0, x1, y1 = face.bbox
+        # a talking head: one face, a sizeable part of the frame, inside it
+        assert 0.05 * min(frame.shape[:2]) < min(x1 - x0, y1 - y0) and x1 - x0 < frame.shape[1], path.name
+        assert 0 <= x0 and 0 <= y0 and x1 <= frame.shape[1] and y1 <= frame.shape[0] and 0 < face.score <= 1
+        # the landmark points lie inside the face box: brows above the nose
+        assert face.landmarks3[2, 1] > face.landmarks3[:2, 1].max()
+        assert x0 <= face.landmarks3[:, 0].min() and face.landmarks3[:, 0].max() <= x1
+        with MediaPipeDetector(detect_size=960) as other:
+            assert np.abs(other.detect(frame)[0].landmarks3 - face.landmarks3).max() <= 3.0, path.name
 
 
 @pytest.mark.golden

@@ -29,11 +29,18 @@ def stereo_44k(tmp_path_factory) -> Path:
 
 
 @pytest.mark.media
-def test_16k_wav_equals_int16_over_32768(media):
-    path = media / "demo1_audio.wav"
-    samples = load_audio(path)
-    assert samples.dtype == np.float32 and samples.ndim == 1
-    np.testing.assert_array_equal(samples, _read_wav_int16(path).astype(np.float32) / 32768)
+def test_16k_wav_equals_int16_over_32768(media_audios):
+    wavs = []
+    for path in media_audios:
+        if path.suffix.lower() == ".wav":
+            with wave.open(str(path)) as wav:
+                if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2):
+                    wavs.append(path)
+    assert wavs, "no 16 kHz mono 16-bit wav in the media folder"
+    for path in wavs:
+        samples = load_audio(path)
+        assert samples.dtype == np.float32 and samples.ndim == 1
+        np.testing.assert_array_equal(samples, _read_wav_int16(path).astype(np.float32) / 32768)
 
 
 def test_resampled_mono_and_native_stereo(stereo_44k):
@@ -56,10 +63,10 @@ def test_segment_equals_slice_of_full_decode(stereo_44k):
 
 
 @pytest.mark.media
-def test_video_file_audio_and_no_audio(media, tmp_path):
-    samples = load_audio(media / "demo1_video.mp4")
-    info = probe(media / "demo1_video.mp4")
-    assert abs(len(samples) / 16000 - info.audio_duration_s) < 0.01
+def test_video_file_audio_and_no_audio(media_videos, tmp_path):
+    for path in media_videos:
+        samples = load_audio(path)
+        assert abs(len(samples) / 16000 - probe(path).audio_duration_s) < 0.01, path.name
     silent = tmp_path / "silent.mp4"
     run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=32x32:rate=25:duration=0.4", "-c:v", "libx264", "-y", silent],
                what="make a silent video")
@@ -95,3 +102,23 @@ def test_extract_audio_segment(stereo_44k, tmp_path):
 def test_frame_rms():
     samples = np.concatenate([np.zeros(640), np.full(640, 0.5), np.ones(100)])
     np.testing.assert_allclose(frame_rms(samples, 640), [0.0, 0.5])
+
+
+def test_a_decoder_killed_by_a_foreign_signal_is_an_error_not_a_short_result(stereo_44k, monkeypatch):
+    """ffmpeg writes half a second of samples, then dies by SIGKILL (the OOM killer): load_audio must not return
+    the half second as if it were the whole file."""
+    import sys
+
+    import lsync.media.audio as audio_module
+    from lsync.errors import StageFailure
+
+    script = ("import os, signal, sys; sys.stdout.buffer.write(bytes(16000)); sys.stdout.flush(); "
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    monkeypatch.setattr(audio_module, "ffmpeg_command", lambda *args: [sys.executable, "-c", script])
+    with pytest.raises(StageFailure, match="killed by SIGKILL while decoding"):
+        load_audio(stereo_44k)
+    with pytest.raises(StageFailure, match="killed by SIGKILL"):
+        load_audio(stereo_44k, duration_s=1.0)  # wants 32000 bytes, gets 16000
+    # a segment read to its end, then stopped by us, stays a normal result
+    monkeypatch.undo()
+    assert len(load_audio(stereo_44k, duration_s=0.5)) == 8000

@@ -36,15 +36,16 @@ def clip30(tmp_path_factory) -> Path:
 
 
 @pytest.mark.media
-def test_demo_first_frames_match_decord(media):
-    path = media / "demo1_video.mp4"
-    reader = VideoReader(path, num_frames=3)
-    frames = reader.read_all()
-    info = probe(path)
-    assert frames.shape == (3, info.height, info.width, 3) and frames.dtype == np.uint8
-    decord = pytest.importorskip("decord")
-    expected = decord.VideoReader(str(path)).get_batch([0, 1, 2]).asnumpy()
-    np.testing.assert_array_equal(frames, expected)
+def test_media_first_frames_match_decord(media_videos):
+    import decord
+
+    for path in media_videos:
+        reader = VideoReader(path, num_frames=3)
+        frames = reader.read_all()
+        info = probe(path)
+        assert frames.shape == (3, info.height, info.width, 3) and frames.dtype == np.uint8
+        expected = decord.VideoReader(str(path)).get_batch([0, 1, 2]).asnumpy()
+        np.testing.assert_array_equal(frames, expected, err_msg=path.name)
 
 
 def test_30fps_source_comes_out_at_25fps(clip30):
@@ -164,10 +165,10 @@ def test_mux_copies_video_and_replaces_audio(clip30, tmp_path):
 
 
 @pytest.mark.media
-def test_decode_memory_does_not_grow_with_length(media):
+def test_decode_memory_does_not_grow_with_length(media_videos):
     import tracemalloc
 
-    reader = VideoReader(media / "demo1_video.mp4", num_frames=40)
+    reader = VideoReader(media_videos[0], num_frames=40)
     frame_bytes = reader.width * reader.height * 3
     tracemalloc.start()
     try:

@@ -200,7 +200,9 @@ def test_reference_unet_checkpoint_unwraps_with_its_global_step(reference):
 def test_reference_unet_checkpoint_loads_strictly_into_our_unet(reference):
     from lsync.models import unet3d
 
-    for path in sorted((reference / "unet").glob("*_latentsync_format.pt")):
+    cases = sorted((reference / "unet").glob("*_latentsync_format.pt"))
+    assert cases, "no unet/*_latentsync_format.pt in the reference dir"
+    for path in cases:
         config = json.loads(path.with_name(path.name.replace("_latentsync_format.pt", "_config.json")).read_text())
         model = unet3d.UNet3DConditionModel.from_config(config)
         ckpt = read_state_dict(path)
@@ -211,10 +213,12 @@ def test_reference_unet_checkpoint_loads_strictly_into_our_unet(reference):
 
 @pytest.mark.golden
 def test_reference_whisper_checkpoint_unwraps_with_dims(reference):
-    for path in sorted((reference / "whisper").glob("*.pt")):
+    cases = sorted((reference / "whisper").glob("*.pt"))
+    assert cases, "no whisper/*.pt in the reference dir"
+    for path in cases:
         ckpt = read_state_dict(path)
         assert ckpt.container == "whisper"
         dims_file = path.with_name(path.stem + "_dims.json")
-        if dims_file.is_file():
-            assert ckpt.dims == json.loads(dims_file.read_text())
+        assert dims_file.is_file(), f"{dims_file} is missing (the reference README promises it)"
+        assert ckpt.dims == json.loads(dims_file.read_text())
         assert any(k.startswith("encoder.") for k in ckpt.state_dict)

@@ -52,7 +52,9 @@ def test_released_layout_loads_from_a_weights_dir(reference, tmp_path):
     assert set(state) == set(golden)
     assert all(torch.equal(state[k], golden[k]) for k in golden)
     assert bundle.resolution == 256
-    assert bundle.audio.encoder.dims.n_audio_state == 32
+    dims = json.loads((reference / "whisper" / "tiny_whisper_dims.json").read_text())
+    assert bundle.audio.encoder.dims.n_audio_state == dims["n_audio_state"]
+    assert bundle.unet.config.cross_attention_dim == config["cross_attention_dim"]
 
 
 def test_missing_released_files_name_the_fix(tmp_path):
@@ -63,6 +65,44 @@ def test_missing_released_files_name_the_fix(tmp_path):
 @pytest.mark.golden
 def test_checkpoint_for_another_config_is_refused(reference):
     config = json.loads((reference / "unet" / "tiny_unet_config.json").read_text())
-    config["cross_attention_dim"] = 48
+    config["cross_attention_dim"] += 16  # another config: audio tokens of another width than the checkpoint's
     with pytest.raises(CheckpointError, match="wrong shape.*attn2.to_k.weight"):
         load_unet(reference / "unet" / "tiny_unet_latentsync_format.pt", config)
+
+
+def _released_folder_with_own_architecture(folder, unet_config: dict):
+    """A latentsync-1.5 weights folder of random tiny models: U-Net + ``unet_config.json``, Whisper, VAE."""
+    from lsync.audio.whisper import build_whisper_encoder
+    from lsync.models.presets import build_unet, model_config
+
+    (folder / "whisper").mkdir(parents=True)
+    torch.manual_seed(0)
+    unet = build_unet(unet_config)
+    torch.save({"global_step": 7, "state_dict": unet.state_dict()}, folder / "latentsync_unet.pt")
+    (folder / "unet_config.json").write_text(json.dumps({"_note": "ignored", **unet_config}))
+    dims = {**model_config("whisper_tiny"), "n_audio_state": unet_config["cross_attention_dim"], "n_audio_head": 2,
+            "n_audio_layer": 2}
+    encoder = build_whisper_encoder(dims, seed=1)
+    torch.save({"dims": dims, "model_state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}},
+               folder / "whisper" / "tiny.pt")
+    load_vae().save_pretrained(folder / "sd-vae-ft-mse")
+    return unet
+
+
+def test_unet_config_json_beside_the_weights_sets_the_architecture(tmp_path):
+    from lsync.models.presets import model_config
+
+    config = {**model_config("unet_tiny"), "block_out_channels": [32, 64, 64, 64], "cross_attention_dim": 24}
+    unet = _released_folder_with_own_architecture(tmp_path / "weights", config)
+    bundle = load_models("latentsync-1.5", weights_dir=tmp_path / "weights")
+    assert list(bundle.unet.config.block_out_channels) == [32, 64, 64, 64]
+    assert all(torch.equal(bundle.unet.state_dict()[k], v) for k, v in unet.state_dict().items())
+    assert bundle.audio.encoder.dims.n_audio_state == 24 and len(bundle.audio.encoder.blocks) == 2
+    assert bundle.files["unet_config"].name == "unet_config.json"
+    # Without the file the released stage2 architecture applies, and the strict load names the mismatch.
+    (tmp_path / "weights" / "unet_config.json").unlink()
+    with pytest.raises(CheckpointError, match="latentsync_unet.pt"):
+        load_models("latentsync-1.5", weights_dir=tmp_path / "weights")
+    (tmp_path / "weights" / "unet_config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unet_config.json"):
+        load_models("latentsync-1.5", weights_dir=tmp_path / "weights")

@@ -148,7 +148,9 @@ def test_golden_features_and_loss(reference):
 
 @pytest.mark.golden
 def test_config_files_describe_the_reference_models(reference):
-    for config_path in sorted((reference / "trepa").glob("*_videomae_config.json")):
+    configs = sorted((reference / "trepa").glob("*_videomae_config.json"))
+    assert configs, "no trepa/*_videomae_config.json"
+    for config_path in configs:
         golden = VideoMAEv2Config.from_dict(json.loads(config_path.read_text()))
         ours = VideoMAEv2Config.from_dict(_config("trepa_tiny"))
         # The giant differs from the tiny golden only in width, depth and heads (README section 9).

@@ -80,13 +80,52 @@ def test_regenerated_frames_keep_every_pixel_outside_the_mouth(val_data, unet_ru
     assert np.abs(fake.astype(int) - real.astype(int)).max() > 1  # the mouth was repainted
 
 
-def test_eval_recon_command_writes_metrics_and_an_eval_directory(val_data, unet_run, tmp_path):
-    torch.manual_seed(0)
-    syncnet = save_model(StableSyncNet(model_config("syncnet_tiny")).eval(), tmp_path / "syncnet",
-                         model_config("syncnet_tiny"))
+class MouthOracle:
+    """A stand-in SyncNet with a known answer: z-normalised 16-frame windows of the mouth's darkness (64 px
+    aligned faces; open = dark) against the loudness per frame, distance 1 - correlation. It keeps every batch of
+    faces it is asked to score, so the test can recompute each number on its own."""
+
+    name, distance_name, window, face_size = "mouth-oracle", "1 - correlation", 16, 64
+
+    def __init__(self):
+        self.faces = []
+
+    def prepare_faces(self, faces):
+        self.faces.append(np.array(faces))
+        return np.asarray(faces)
+
+    def _windows(self, signal) -> torch.Tensor:
+        windows = torch.from_numpy(np.asarray(signal, np.float64)).unfold(0, self.window, 1)
+        windows = windows - windows.mean(dim=1, keepdim=True)
+        return (windows / windows.norm(dim=1, keepdim=True).clamp_min(1e-8)).float()
+
+    def embed_video(self, frames):
+        return self._windows(-frames[:, 34:42, 20:46].astype(np.float64).mean(axis=(1, 2, 3)))
+
+    def embed_audio(self, samples):
+        count = len(samples) // 640
+        return self._windows(np.sqrt(np.mean(np.asarray(samples[:count * 640], np.float64).reshape(count, 640) ** 2,
+                                             axis=1)))
+
+    @staticmethod
+    def distance(video, audio):
+        return 1 - (video * audio).sum(dim=1)
+
+
+def test_eval_recon_command_writes_metrics_and_an_eval_directory(val_data, unet_run, tmp_path, monkeypatch):
+    import lsync.sync_metrics
+    from lsync.audio.mel import load_wav_16k_mono
+    from lsync.losses import make_lpips
+    from lsync.manifest import read_records
+    from lsync.stages.eval_recon import box_lpips
+    from lsync.sync_metrics import score_sync
+
+    oracle = MouthOracle()
+    monkeypatch.setattr(lsync.sync_metrics, "load_scorer", lambda *args, **kwargs: oracle)
     out = tmp_path / "recon out"
+    torch.manual_seed(5)  # the random LPIPS backbone (no VGG weights here) is the command's first draw
     result = CliRunner().invoke(eval_group, ["recon", str(val_data), "--unet", str(unet_run), "--preset", "tiny",
-                                             "--steps", "2", "--max-frames", "24", "--syncnet", str(syncnet),
+                                             "--steps", "2", "--max-frames", "24", "--syncnet", "oracle",
                                              "--out", str(out), "--json", "--threads", "1"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)  # warnings (random LPIPS backbone) go to stderr
@@ -94,14 +133,41 @@ def test_eval_recon_command_writes_metrics_and_an_eval_directory(val_data, unet_
     assert rows == printed["rows"] and len(rows) == 1
     row = rows[0]
     assert row["frames"] == 24
-    assert 0 <= row["lpips"] and 0 < row["psnr"] < 100 and -1 <= row["ssim"] < 1
-    assert row["sync_offset"] in range(-15, 16) and row["sync_lse_c"] >= 0 and row["real_sync_lse_c"] >= 0
+
+    # every number again, computed here from the frames the command scored: generated first, then the real ones
+    record = read_records(val_data / "clips.jsonl")[0]
+    fake, real = oracle.faces
+    np.testing.assert_array_equal(real, read_clip_frames(val_data / record["video"], 64, max_frames=24))
+    assert fake.shape == real.shape and not np.array_equal(fake, real)
+    region, rows_box, cols_box = mouth_region(64)
+    mse = ((real[:, region].astype(np.float64) - fake[:, region]) ** 2).mean(axis=(1, 2))
+    assert row["psnr"] == pytest.approx(float(np.mean(10 * np.log10(255.0 ** 2 / mse))), abs=1e-4)
+    torch.manual_seed(5)
+    lpips = box_lpips(make_lpips("vgg"), real, fake, rows_box, cols_box, torch.device("cpu"))
+    assert row["lpips"] == pytest.approx(float(lpips.mean()), abs=1e-5)
+    assert row["ssim"] == pytest.approx(float(masked_ssim(real, fake, region, rows_box, cols_box).mean()), abs=1e-4)
+    samples = load_wav_16k_mono(val_data / record["audio"])
+    generated = score_sync(MouthOracle(), fake, samples, max_offset=15)
+    assert (row["sync_offset"], row["sync_lse_d"]) == (generated.offset, pytest.approx(generated.lse_d, abs=1e-5))
+    assert row["sync_lse_c"] == pytest.approx(generated.lse_c, abs=1e-5)
+    # the real faces of a clip synthesised in sync: offset 0, and far surer than the random U-Net's mouths
+    assert row["real_sync_offset"] == 0 and row["real_sync_lse_c"] > 0.3
+    assert row["real_sync_lse_c"] > row["sync_lse_c"]
+
     manifest = read_manifest(out, kind="eval")
     summary = manifest["summary"]
     assert summary["evaluation"] == "recon" and summary["clips"] == 1
     assert summary["psnr"] == pytest.approx(row["psnr"])
-    assert summary["lpips_pretrained"] is (summary["lpips_note"] is None)
+    assert summary["lpips_pretrained"] is False and "RANDOM" in summary["lpips_note"]  # no VGG weights here
     assert manifest["config"]["unet"] == str(unet_run)
+
+
+def test_a_real_preset_without_the_lpips_backbone_is_refused(val_data, unet_run, tmp_path, monkeypatch):
+    """LPIPS of a random VGG is no LPIPS: a real preset stops before loading anything, naming the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("LSYNC_WEIGHTS", raising=False)
+    with pytest.raises(InputError, match=r"LPIPS backbone vgg16-397923af\.pth .* was not found, put it in one of"):
+        evaluate(val_data, EvalReconConfig(unet=str(unet_run), preset="latentsync-1.5", weights_dir=str(tmp_path)))
 
 
 def test_eval_recon_bad_inputs(val_data, unet_run, tmp_path):

@@ -125,13 +125,23 @@ def test_stable_syncnet_scorer_shapes():
     faces = np.random.default_rng(0).integers(0, 255, (24, 96, 96, 3), dtype=np.uint8)
     prepared = scorer.prepare_faces(faces)
     assert prepared.shape == (24, 32, 64, 3) and prepared.dtype == np.uint8
+    samples = (0.1 * np.random.default_rng(1).standard_normal(24 * SAMPLES_PER_FRAME)).astype(np.float32)
     video = scorer.embed_video(prepared)
-    audio = scorer.embed_audio(np.zeros(24 * SAMPLES_PER_FRAME, np.float32))
+    audio = scorer.embed_audio(samples)
     # mel columns 1 + 15360 // 200 = 77; window a starts at int(3.2 a) and needs 52 columns: a <= 8
     assert video.shape[0] == 9 and audio.shape[0] == 9
     torch.testing.assert_close(video.norm(dim=1), torch.ones(9))
-    score = score_sync(scorer, prepared, np.zeros(24 * SAMPLES_PER_FRAME, np.float32), max_offset=3)
-    assert score.windows == 9 and score.offset in range(-3, 4)
+    score = score_sync(scorer, prepared, samples, max_offset=3)
+
+    # The same numbers from the embeddings by hand: the mean 1 - cosine of window i with audio window i + d
+    # over the windows that have one, per offset d; the offset is the lowest, LSE-C the median minus it.
+    cosine = (video.double() @ audio.double().T).numpy()  # (9, 9)
+    curve = np.array([np.mean([1 - cosine[i, i + d] for i in range(9) if 0 <= i + d < 9]) for d in range(-3, 4)])
+    assert score.windows == 9
+    np.testing.assert_allclose(score.curve, curve, atol=1e-6)
+    assert score.offset == int(np.argmin(curve)) - 3
+    assert score.lse_d == pytest.approx(curve.min(), abs=1e-6)
+    assert score.lse_c == pytest.approx(np.median(curve) - curve.min(), abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- SyncNet v2
@@ -206,7 +216,14 @@ def test_eval_sync_scores_a_raw_video_and_writes_an_eval_directory(synthetic_vid
     row = rows[0]
     assert row["frames"] == 35 and row["frames_with_face"] == 35
     assert row["windows"] == 35 - 15  # every 16-frame window has a face
-    assert row["offset"] in range(-5, 6) and len(row["curve"]) == 11
+    # offset, LSE-D and LSE-C as their definitions give them from the reported curve over offsets -5 .. +5
+    assert sorted(map(int, row["curve"])) == list(range(-5, 6))
+    offsets, curve = zip(*sorted((int(d), v) for d, v in row["curve"].items()))
+    curve = np.array(curve, dtype=float)
+    assert np.isfinite(curve).all()
+    assert row["offset"] == offsets[int(np.argmin(curve))]
+    assert row["lse_d"] == pytest.approx(curve.min(), abs=1e-5)
+    assert row["lse_c"] == pytest.approx(np.median(curve) - curve.min(), abs=1e-5)
     manifest = read_manifest(out, kind="eval")
     assert manifest["summary"]["evaluation"] == "sync"
     assert manifest["summary"]["lse_c"] == pytest.approx(row["lse_c"])

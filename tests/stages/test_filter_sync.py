@@ -7,6 +7,7 @@ resume - independently of how well a trained SyncNet does (``benchmarks/filter_s
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
@@ -183,6 +184,30 @@ def test_rejects_carry_reasons_and_a_rerun_resumes(offset_data, oracle, tmp_path
     weights.write_bytes(b"retrained weights")
     with pytest.raises(UsageError, match="syncnet changed since"):
         run(data, out, config(syncnet=str(weights)))
+
+
+@pytest.mark.parametrize("damage", ["missing", "not json", "a list", "no syncnet digest"])
+def test_unreadable_provenance_counts_as_changed(offset_data, oracle, tmp_path, damage):
+    """Without a readable record of which data and SyncNet made the outputs, resuming over them is refused."""
+    data, _ = offset_data
+    out = tmp_path / "synced"
+    run(data, out, config(max_offset=2))
+    provenance = out / "filter-inputs.json"
+    recorded = json.loads(provenance.read_text())
+    if damage == "missing":
+        provenance.unlink()
+    else:
+        text = {"not json": '{"data": "sha2', "a list": "[1, 2]",
+                "no syncnet digest": json.dumps({"data": recorded["data"]})}[damage]
+        provenance.write_text(text)
+    (out / "lsync.json").unlink()  # an interrupted run: a rerun would resume over the clips already there
+    scored = oracle.clips_scored
+    with pytest.raises(UsageError, match="filter-inputs.json is missing or unreadable.*--force"):
+        run(data, out, config(max_offset=2))
+    assert oracle.clips_scored == scored and len(read_records(out / "clips.jsonl")) == 2  # nothing touched
+    summary = run(data, out, config(max_offset=2), force=True)
+    assert oracle.clips_scored == scored + len(OFFSETS)  # started over
+    assert summary["clips"] == 2 and json.loads(provenance.read_text()) == recorded
 
 
 def test_bad_inputs_are_one_line_errors(offset_data, tmp_path):

@@ -35,8 +35,10 @@ def _ffmpeg(*args) -> None:
 
 
 # ================================================================================================ frame plans
-def test_pingpong_bounces_without_repeating_the_turning_frames():
-    assert source_indices(10, 4, "pingpong").tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+def test_pingpong_shows_the_turning_frames_twice_like_latentsync_and_bounce_does_not():
+    # LatentSync concatenates the frames, their reversed copy, the frames again, ...
+    assert source_indices(10, 4, "pingpong").tolist() == [0, 1, 2, 3, 3, 2, 1, 0, 0, 1]
+    assert source_indices(10, 4, "bounce").tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
     assert source_indices(5, 4, "loop").tolist() == [0, 1, 2, 3, 0]
     assert source_indices(6, 4, "hold").tolist() == [0, 1, 2, 3, 3, 3]
     assert source_indices(3, 8, "pingpong").tolist() == [0, 1, 2]  # a longer video is cut
@@ -72,7 +74,7 @@ def numbered_video(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("mode", ["pingpong", "loop", "hold"])
+@pytest.mark.parametrize("mode", ["pingpong", "bounce", "loop", "hold"])
 def test_frame_stream_plays_the_plan_in_order_with_small_backward_blocks(numbered_video, mode):
     plan = source_indices(47, 20, mode)
     stream = FrameStream(numbered_video, plan, block=6)
@@ -139,11 +141,11 @@ def models():
 
 
 @pytest.fixture(scope="module")
-def clips(media, tmp_path_factory):
-    """Small cuts of demo1 (270x480): 2 s with its stereo 44.1 kHz audio, the same with frames 20-44 black,
-    a 3.5 s audio (longer than the video), a black video, and a video-only file."""
+def clips(media_videos, media_audios, tmp_path_factory):
+    """Small cuts of a media video (270x480): 2 s with its audio, the same with frames 20-44 black, a 3.5 s
+    16 kHz mono audio cut from a media audio file (longer than the video), a black video, and a video-only file."""
     root = tmp_path_factory.mktemp("infer media")
-    src = media / "demo1_video.mp4"
+    src = media_videos[0]
     paths = {name: root / f"{name}.mp4" for name in ("face", "gap", "black", "silent")}
     _ffmpeg("-i", src, "-t", "2", "-vf", "scale=270:480", "-c:v", "libx264", "-crf", "12", "-preset", "ultrafast",
             "-c:a", "aac", "-y", paths["face"])
@@ -153,7 +155,7 @@ def clips(media, tmp_path_factory):
             "-c:a", "copy", "-y", paths["black"])
     _ffmpeg("-i", paths["face"], "-an", "-c:v", "copy", "-y", paths["silent"])
     paths["long_audio"] = root / "long speech.wav"
-    _ffmpeg("-i", media / "demo2_audio.wav", "-t", "3.5", "-y", paths["long_audio"])
+    _ffmpeg("-i", media_audios[-1], "-t", "3.5", "-ar", "16000", "-ac", "1", "-y", paths["long_audio"])
     return paths
 
 
@@ -186,7 +188,7 @@ def test_short_video_with_longer_audio_loops_and_keeps_the_audio_format(clips, m
 
     # Stereo 44.1 kHz driving audio (the clip's own) keeps its rate and channels; video longer than audio: cut.
     stereo = tmp_path / "stereo.m4a"
-    _ffmpeg("-i", clips["face"], "-vn", "-t", "1.2", "-c:a", "aac", "-y", stereo)
+    _ffmpeg("-i", clips["face"], "-vn", "-t", "1.2", "-ar", "44100", "-ac", "2", "-c:a", "aac", "-y", stereo)
     entry = run(clips["face"], stereo, out, InferConfig(**FAST, frame_strip=True), models=models, name="cut")
     cut = probe(out / "cut.mp4")
     _check_frame_strip(out / entry["frames"]["frame_strip"], models.bundle.resolution)
@@ -312,12 +314,22 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.media
 @pytest.mark.slow
-def test_demo_1080p_pingpong_output_matches_the_input_away_from_the_face(media, models, tmp_path):
+def test_demo_1080p_pingpong_output_matches_the_input_away_from_the_face(media_videos, media_audios, models,
+                                                                       tmp_path):
+    # The shortest media video driven by the longest audio, looped to twice the video's length if it is shorter.
+    video_path = min(media_videos, key=lambda p: probe(p).video_duration_s)
+    audio_path = max(media_audios, key=lambda p: probe(p).audio_duration_s)
+    if probe(audio_path).audio_duration_s < probe(video_path).video_duration_s + 2:
+        looped = tmp_path / "looped audio.wav"
+        _ffmpeg("-stream_loop", "-1", "-i", audio_path, "-t", str(2 * probe(video_path).video_duration_s), "-y", looped)
+        audio_path = looped
+    source = probe(video_path)
+    out = tmp_path / "out"
     # Backward blocks of 64 frames: fewer re-decodes than the default 32 (the test's time goes into decoding).
     config = InferConfig(**FAST, reverse_block=64)
-    entry = run(media / "demo1_video.mp4", media / "demo2_audio.wav", tmp_path, config, models=models)
-    info, audio = probe(tmp_path / "demo1_video.mp4"), probe(media / "demo2_audio.wav")
-    assert (info.width, info.height, info.fps) == (1080, 1920, 25.0)
+    entry = run(video_path, audio_path, out, config, models=models)
+    info, audio = probe(out / video_path.name), probe(audio_path)
+    assert (info.width, info.height, info.fps) == (source.width, source.height, 25.0)
     assert abs(info.duration_s - audio.audio_duration_s) <= 0.04
     assert abs(info.video_duration_s - audio.audio_duration_s) <= 0.04
     assert (info.audio_sample_rate, info.audio_channels) == (audio.audio_sample_rate, audio.audio_channels)
@@ -325,14 +337,14 @@ def test_demo_1080p_pingpong_output_matches_the_input_away_from_the_face(media, 
 
     # Away from the pasted faces (their windows plus the feather reach) output = input frames, PSNR >= 40 dB.
     x0, y0, x1, y1 = entry["frames"]["face_region"]
-    keep = np.ones((1920, 1080), bool)
+    keep = np.ones((source.height, source.width), bool)
     keep[y0:y1, x0:x1] = False
     assert 0.5 < keep.mean() < 1
     plan = source_indices(entry["frames"]["total"], entry["frames"]["source_frames"], "pingpong")
     checked = list(range(0, len(plan), 37))
-    outputs = {k: f for k, f in enumerate(VideoReader(tmp_path / "demo1_video.mp4")) if k in checked}
+    outputs = {k: f for k, f in enumerate(VideoReader(out / video_path.name)) if k in checked}
     wanted = {int(plan[k]) for k in checked}
-    inputs = {i: f for i, f in enumerate(VideoReader(media / "demo1_video.mp4")) if i in wanted}
+    inputs = {i: f for i, f in enumerate(VideoReader(video_path)) if i in wanted}
     for k in checked:
         assert _psnr(outputs[k][keep], inputs[int(plan[k])][keep]) >= 40.0, k
 

@@ -1,4 +1,4 @@
-"""``lsync preprocess`` on the real 1080x1920 HEVC demo videos: clip formats and alignment quality."""
+"""``lsync preprocess`` on the real talking-head videos of the media folder: clip formats and alignment quality."""
 
 from __future__ import annotations
 
@@ -19,19 +19,24 @@ pytestmark = [pytest.mark.media, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def demo_data(media, tmp_path_factory):
+def demo_data(media_videos, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     listing = root / "sources.txt"
-    listing.write_text("\n".join(str(media / f"demo{i}_video.mp4") for i in (1, 2)), encoding="utf-8")
+    listing.write_text("\n".join(str(path) for path in media_videos), encoding="utf-8")
     out = root / "data"
     run(listing, out, PreprocessConfig())
     return out
 
 
-def test_demo_videos_give_aligned_256px_clips(demo_data):
+def test_demo_videos_give_aligned_256px_clips(demo_data, media_videos):
     read_manifest(demo_data, kind="data")
     clips = read_records(demo_data / "clips.jsonl")
-    assert len(clips) >= 3
+    # one talking head per video, one shot: every source is used, in clips of at most 10 s
+    sources = read_records(demo_data / "sources.jsonl")
+    assert [s["status"] for s in sources] == ["accepted"] * len(media_videos)
+    for path in media_videos:
+        made = [c for c in clips if c["source"] == str(path)]
+        assert len(made) >= max(1, math.floor(probe(path).duration_s / 10)), path.name
     for clip in clips:
         video = probe(demo_data / clip["video"])
         assert (video.width, video.height, video.fps) == (256, 256, 25.0)

@@ -20,12 +20,14 @@ from lsync.audio.mel import melspectrogram, load_wav_16k_mono, mel_window
 from lsync.commands.evaluate import evaluate
 from lsync.commands.train import train
 from lsync.data.cache import FeatureCache
-from lsync.data.syncnet_dataset import SyncNetDataset, load_clips, read_clip_records
+from lsync.config import config_from_dict, load_yaml
+from lsync.data.syncnet_dataset import SyncNetDataset, evaluation_keys, load_clips, read_clip_records
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.models.checkpoints import load_model_config, load_model_weights
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.preprocess import PreprocessConfig, run as preprocess, split_of
+from lsync.stages.train_syncnet import TrainSyncNetConfig
 from lsync.synth import synthesize
 from lsync.training.sampling import SampleKey
 
@@ -181,7 +183,18 @@ def test_a_run_directory_has_config_metrics_chart_checkpoint_and_manifest(four_s
     assert (four_step_run / "config.yaml").is_file()
     records = read_records(four_step_run / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4]
-    assert all(0.0 <= r["train/accuracy"] <= 1.0 and r["train/loss"] > 0 for r in records)
+    # the share of the 4 pairs of the step's batch that were right; the loss a mean of per-pair BCE terms
+    assert all(r["train/accuracy"] * 4 == round(r["train/accuracy"] * 4) and r["train/loss"] > 0 for r in records)
+    # the last validation, recomputed here pair by pair from the step-4 weights
+    config = config_from_dict(TrainSyncNetConfig, load_yaml(four_step_run / "config.yaml"))
+    val_set = SyncNetDataset(load_clips(sync_data, read_clip_records(sync_data, "val"), 64, config.data.cache_dir,
+                                        show_progress=False), config.train.seed + 1, num_frames=16,
+                             min_offset=config.data.min_offset, other_clip_negatives=config.data.other_clip_negatives,
+                             positive_fraction=config.data.positive_fraction)
+    cosines, labels = pair_cosines(four_step_run / "checkpoints" / "step-000004", val_set,
+                                   evaluation_keys(val_set, config.data.val_samples))
+    assert len(cosines) == config.data.val_samples == 8
+    assert summary["val/accuracy"] == pytest.approx(float(np.mean((cosines > 0.5) == labels)), abs=1e-6)
     assert (four_step_run / "metrics.png").is_file()
     checkpoint = four_step_run / "checkpoints" / "step-000004"
     model = load_model_weights(StableSyncNet(load_model_config(checkpoint)), checkpoint)
@@ -232,6 +245,19 @@ def test_init_loads_weights_strictly(four_step_run, sync_data, cache_dir, tmp_pa
     assert isinstance(wrong.exception, CheckpointError) and "1 missing" in str(wrong.exception)
 
 
+def pair_cosines(checkpoint: Path, dataset: SyncNetDataset, keys) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity and label of each pair, one pair at a time through the checkpoint's SyncNet."""
+    model = load_model_weights(StableSyncNet(load_model_config(checkpoint)), checkpoint).eval()
+    cosines, labels = [], []
+    with torch.no_grad():
+        for key in keys:
+            item = dataset[key]
+            vision, audio = model(item["images"][None], item["mel"][None])
+            cosines.append(float(torch.nn.functional.cosine_similarity(vision, audio)[0]))
+            labels.append(bool(item["label"].item()))
+    return np.array(cosines), np.array(labels)
+
+
 def test_eval_reports_accuracy_auc_and_offset_accuracy(four_step_run, sync_data):
     result = CliRunner().invoke(evaluate, ["syncnet", str(four_step_run), str(sync_data), "--pairs", "32",
                                            "--max-offset", "8", "--offset-stride", "8"])
@@ -239,9 +265,33 @@ def test_eval_reports_accuracy_auc_and_offset_accuracy(four_step_run, sync_data)
     assert "roc_auc" in result.output and "offset_accuracy" in result.output
     written = json.loads((four_step_run / "eval-syncnet-val.json").read_text())
     assert written["pairs"] == 32 and written["clips"] == 1
-    for key in ("accuracy", "roc_auc", "offset_accuracy", "offset_accuracy_within_1"):
-        assert 0.0 <= written[key] <= 1.0
     assert written["offset_windows"] > 0 and written["max_offset"] == 8
+
+    # Every number again, from their definitions, with the run's data settings and the eval's seed 0.
+    config = config_from_dict(TrainSyncNetConfig, load_yaml(four_step_run / "config.yaml"))
+    clips = load_clips(sync_data, read_clip_records(sync_data, "val"), 64, config.data.cache_dir, show_progress=False)
+    dataset = SyncNetDataset(clips, 0, num_frames=16, min_offset=config.data.min_offset,
+                             other_clip_negatives=config.data.other_clip_negatives, positive_fraction=0.5)
+    checkpoint = four_step_run / "checkpoints" / "step-000004"
+    cosines, labels = pair_cosines(checkpoint, dataset, evaluation_keys(dataset, 32))
+    assert written["accuracy"] == pytest.approx(float(np.mean((cosines > 0.5) == labels)), abs=1e-6)
+    pairs = [(p, n) for p in cosines[labels] for n in cosines[~labels]]  # each positive against each negative
+    auc = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    assert written["roc_auc"] == pytest.approx(auc, abs=1e-9)
+    # offset search: the audio window (shifted -8 .. +8 frames) most similar to each video window every 8 frames
+    model = load_model_weights(StableSyncNet(load_model_config(checkpoint)), checkpoint).eval()
+    errors = []
+    with torch.no_grad():
+        for clip in range(len(clips)):
+            last = clips[clip].max_start(16)
+            for start in range(8, last - 8 + 1, 8):
+                vision = model.embed_images(dataset.images(clip, start)[None])[0]
+                sims = [float(model.embed_audio(dataset.mel(clip, start + d)[None])[0] @ vision) for d in range(-8, 9)]
+                errors.append(int(np.argmax(sims)) - 8)
+    assert written["offset_windows"] == len(errors)
+    assert written["offset_accuracy"] == pytest.approx(np.mean(np.array(errors) == 0), abs=1e-9)
+    assert written["offset_accuracy_within_1"] == pytest.approx(np.mean(np.abs(errors) <= 1), abs=1e-9)
+    assert written["mean_abs_offset"] == pytest.approx(np.mean(np.abs(errors)), abs=1e-9)
 
 
 def test_roc_auc_counts_ties_as_half():

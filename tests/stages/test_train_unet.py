@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -21,7 +22,7 @@ from lsync.config import resolve_config
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.media.probe import probe
-from lsync.models.checkpoints import save_model
+from lsync.models.checkpoints import load_model_config, load_model_weights, save_model
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.preprocess import PreprocessConfig, run as preprocess, split_of
 from lsync.stages.train_unet import TrainUNetConfig, load_init, run as train_unet
@@ -135,16 +136,32 @@ def test_wrong_data_missing_syncnet_and_bad_patterns_are_one_line_errors(unet_da
 
 
 # ----------------------------------------------------------------------------------------------- all four losses
+#: (frames, mel, score) of every validation a run scored, by run directory (see ``four_loss_run``).
+VALIDATION_SCORES: dict[Path, list] = {}
+
+
 @pytest.fixture(scope="module")
 def four_loss_run(unet_data, cache_dir, syncnet_checkpoint, tmp_path_factory) -> Path:
+    from lsync.stages.train_unet_val import ValidationRenderer
+
     run = tmp_path_factory.mktemp("runs") / "four losses"
-    result = train_cli(unet_data, run, "--syncnet", str(syncnet_checkpoint), "--max-steps", "2", "--ema",
-                       "--set", f"data.cache_dir={cache_dir}")
+    scored = VALIDATION_SCORES.setdefault(run, [])
+    original = ValidationRenderer.score
+
+    def recording(renderer, frames):
+        score = original(renderer, frames)
+        scored.append((np.array(frames), renderer.mel.clone(), score))
+        return score
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ValidationRenderer, "score", recording)
+        result = train_cli(unet_data, run, "--syncnet", str(syncnet_checkpoint), "--max-steps", "2", "--ema",
+                           "--set", f"data.cache_dir={cache_dir}")
     assert result.exit_code == 0, (result.output, result.exception)
     return run
 
 
-def test_metrics_carry_the_four_raw_and_four_weighted_terms(four_loss_run):
+def test_metrics_carry_the_four_raw_and_four_weighted_terms(four_loss_run, syncnet_checkpoint):
     records = read_records(four_loss_run / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]
     weights = {"recon": 1.0, "sync": 0.05, "lpips": 0.1, "trepa": 10.0}
@@ -155,7 +172,23 @@ def test_metrics_carry_the_four_raw_and_four_weighted_terms(four_loss_run):
         total = sum(record[f"train/{name}_weighted"] for name in LOSSES)
         assert record["train/loss"] == pytest.approx(total, rel=1e-5)
         assert {"grad_norm", "lr", "samples_per_s"} <= set(record)
-    assert -1.0 <= records[-1]["val/sync_cosine"] <= 1.0 and records[-1]["val/sync_windows"] == 1
+    # the validation score: the SyncNet cosine of the one 16-frame window of the frames the run wrote to its video
+    from lsync.losses import syncnet_input
+    from lsync.media.video import VideoReader
+
+    frames, mel, score = VALIDATION_SCORES[four_loss_run][-1]
+    assert records[-1]["val/sync_windows"] == 1
+    assert records[-1]["val/sync_cosine"] == pytest.approx(score["sync_cosine"])
+    syncnet = load_model_weights(StableSyncNet(load_model_config(syncnet_checkpoint)), syncnet_checkpoint).eval()
+    pixels = torch.from_numpy(frames[:16]).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, 16, R, R)
+    with torch.no_grad():
+        vision, audio = syncnet(syncnet_input(pixels[None], 64), mel[None, None, :, :52])
+    assert score["sync_cosine"] == pytest.approx(float(torch.nn.functional.cosine_similarity(vision, audio)), abs=1e-6)
+    assert records[-1]["val/sync_accuracy"] == float(score["sync_cosine"] > 0.5)
+    written = VideoReader(four_loss_run / "val" / "step-000002.mp4", fps=None).read_all()
+    # the video holds those frames: 64 px yuv420 H.264 of noisy generated faces is ~7 levels off on average
+    assert written.shape == frames.shape and np.abs(written.astype(int) - frames).mean() < 12
+    assert np.corrcoef(written.reshape(-1).astype(float), frames.reshape(-1).astype(float))[0, 1] > 0.95
 
 
 def test_sync_weight_is_read_back_from_the_saved_config(four_loss_run, unet_data, syncnet_checkpoint):
