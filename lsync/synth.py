@@ -4,8 +4,8 @@ Each clip is the real face photo ``skimage.data.astronaut()`` with slow random h
 whose opening follows the loudness of the clip's own speech-like audio:
 
 * audio - a voiced harmonic source with a gliding pitch (about 90-240 Hz), shaped by formant resonances
-  that move between vowels, cut into syllables at 3-6 Hz with smooth amplitude bumps, grouped into
-  phrases separated by pauses;
+  that move between vowels, cut into syllables at 3-6 Hz (``syllable_rate``; slower for clearer speech) with
+  smooth amplitude bumps, grouped into phrases separated by pauses;
 * mouth - opening(t) = smoothed RMS of the audio in video frame t's window (640 samples at 16 kHz,
   i.e. 1/25 s); closed lips at silence, the jaw and lower lip pulled down by a monotonic displacement
   field (``cv2.remap``), the upper lip lifts a little, and the gap between the lips is filled with a
@@ -80,6 +80,7 @@ FORMANT_GAINS = np.array([1.0, 0.6, 0.3])
 MAX_HARMONIC_HZ = 5000.0
 
 DEFAULT_SIZE = (512, 640)  # (width, height) of the output video
+DEFAULT_SYLLABLE_RATE = (3.0, 6.0)  # syllables per second, drawn per phrase: conversational speech
 DEFAULT_SAMPLE_RATE = 48000
 SAMPLE_RATE_16K_FRAME = 640  # samples per 25 fps frame at 16 kHz: the window of the mouth envelope
 
@@ -120,6 +121,7 @@ def synthesize(
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     crf: int = 18,
     preset: str = "veryfast",
+    syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE,
 ) -> list[SynthClip]:
     """Write ``clips`` talking-head mp4 files (H.264 + AAC) and a ``raw`` ``lsync.json`` into ``out_dir``.
 
@@ -132,6 +134,8 @@ def synthesize(
             clip; positive = audio late (the sound of frame t is heard at frame t + K).
         size: (width, height), even numbers, the face is framed for portrait sizes like 512 x 640.
         sample_rate: audio rate of the files (48 kHz or 44.1 kHz AAC).
+        syllable_rate: (lowest, highest) syllables per second; each phrase draws its rate between them. The same
+            seed gives the same phrases and pitches at another rate, only stretched.
 
     Returns:
         the clips written, in order; their ``record()`` dicts are also the manifest's ``summary.files``.
@@ -140,6 +144,9 @@ def synthesize(
         raise ValueError(f"clips must be >= 1, got {clips}")
     if seconds <= 0 or fps <= 0:
         raise ValueError(f"seconds and fps must be positive, got {seconds}, {fps}")
+    low_rate, high_rate = (float(r) for r in syllable_rate)
+    if not 0 < low_rate <= high_rate:
+        raise ValueError(f"syllable_rate must be 0 < low <= high, got {syllable_rate}")
     offsets = [int(av_offset)] * clips if np.isscalar(av_offset) else [int(k) for k in av_offset]
     if len(offsets) != clips:
         raise ValueError(f"av_offset has {len(offsets)} values for {clips} clips")
@@ -155,13 +162,14 @@ def synthesize(
         for index, offset in enumerate(offsets):
             rng = np.random.default_rng([seed, index])
             clip = _write_clip(out, index, rng, photo, num_frames, fps, offset, width, height, sample_rate,
-                               crf, preset)
+                               crf, preset, (low_rate, high_rate))
             log.debug("wrote %s (%d frames, audio offset %+d frames)", clip.path, num_frames, offset)
             written.append(clip)
             bar.update(task, advance=1)
 
     config = {"seed": seed, "clips": clips, "seconds": seconds, "fps": fps, "av_offset": offsets,
-              "size": [width, height], "sample_rate": sample_rate, "crf": crf, "preset": preset}
+              "size": [width, height], "sample_rate": sample_rate, "crf": crf, "preset": preset,
+              "syllable_rate": [low_rate, high_rate]}
     summary = {"num_clips": clips, "files": [clip.record() for clip in written],
                "av_offset_sign": "positive = audio late: the sound of video frame t is heard at frame t + K"}
     write_manifest(out, "raw", config, summary=summary)
@@ -177,12 +185,12 @@ def astronaut_photo() -> np.ndarray:
 
 def _write_clip(out: Path, index: int, rng: np.random.Generator, photo: np.ndarray, num_frames: int,
                 fps: float, offset: int, width: int, height: int, sample_rate: int, crf: int,
-                preset: str) -> SynthClip:
+                preset: str, syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE) -> SynthClip:
     # Speech long enough for both windows: the mouth follows speech frames [mouth_start, +num_frames),
     # the file's audio plays speech frames [audio_start, +num_frames); audio_start - mouth_start = -offset
     # puts the sound of mouth frame t at audio frame t + offset.
     total_frames = num_frames + abs(offset)
-    speech = speech_like_audio(rng, _frame_boundary(total_frames, fps, sample_rate), sample_rate)
+    speech = speech_like_audio(rng, _frame_boundary(total_frames, fps, sample_rate), sample_rate, syllable_rate)
     envelope = frame_envelope(speech, total_frames, fps, sample_rate)
     mouth_start, audio_start = (offset, 0) if offset >= 0 else (0, -offset)
     opening = mouth_opening(envelope)[mouth_start: mouth_start + num_frames]
@@ -209,9 +217,10 @@ def _frame_boundary(frame: int, fps: float, sample_rate: int) -> int:
 
 
 # ================================================================================================ audio
-def speech_like_audio(rng: np.random.Generator, num_samples: int, sample_rate: int) -> np.ndarray:
+def speech_like_audio(rng: np.random.Generator, num_samples: int, sample_rate: int,
+                      syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE) -> np.ndarray:
     """(num_samples,) float32 in about [-0.6, 0.6]: phrases of voiced syllables with pauses between."""
-    syllables = _syllable_plan(rng, num_samples / sample_rate)
+    syllables = _syllable_plan(rng, num_samples / sample_rate, syllable_rate)
     t = np.arange(num_samples) / sample_rate
     envelope = np.zeros(num_samples)
     for onset, duration, amplitude, _, _ in syllables:
@@ -230,12 +239,13 @@ def speech_like_audio(rng: np.random.Generator, num_samples: int, sample_rate: i
     return (0.6 * signal / np.max(np.abs(signal))).astype(np.float32)
 
 
-def _syllable_plan(rng: np.random.Generator, seconds: float) -> list[tuple[float, float, float, float, int]]:
+def _syllable_plan(rng: np.random.Generator, seconds: float, syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE,
+                   ) -> list[tuple[float, float, float, float, int]]:
     """(onset s, duration s, amplitude, pitch Hz, vowel index) for syllables covering ``seconds``."""
     syllables = []
     cursor = rng.uniform(0.05, 0.3)
     while cursor < seconds:
-        rate = rng.uniform(3.0, 6.0)  # syllables per second within this phrase
+        rate = rng.uniform(*syllable_rate)  # syllables per second within this phrase
         count = int(rng.integers(2, 8))
         base_pitch = rng.uniform(110.0, 200.0)
         for k in range(count):

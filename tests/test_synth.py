@@ -123,3 +123,30 @@ def test_av_offset_shifts_the_audio(shifted):
         correlations = {lag: _lagged_correlation(opening, loudness, lag) for lag in range(-6, 7)}
         assert max(correlations, key=correlations.get) == offset
         assert correlations[offset] >= 0.8
+
+
+def test_syllable_rate_sets_the_pace_of_the_speech():
+    from lsync.synth import _syllable_plan
+
+    def rate(low: float, high: float) -> float:
+        plan = _syllable_plan(np.random.default_rng([4, 0]), 60.0, (low, high))
+        durations = np.array([duration for _, duration, *_ in plan])
+        return float(1.0 / durations.mean())
+
+    fast, slow = rate(3.0, 6.0), rate(2.0, 4.0)
+    assert 3.0 < fast < 6.0 and 2.0 < slow < 4.0 and slow < 0.8 * fast
+    with pytest.raises(ValueError, match="syllable_rate"):
+        synthesize(Path("unused"), clips=1, seconds=1.0, seed=0, syllable_rate=(4.0, 2.0))
+
+
+def test_the_cli_reads_a_syllable_rate_range(tmp_path):
+    from click.testing import CliRunner
+
+    from lsync.cli import cli
+
+    bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "raw"), "--syllable-rate", "fast"])
+    assert bad.exit_code == 2 and "--syllable-rate" in bad.output and not (tmp_path / "raw").exists()
+    good = CliRunner().invoke(cli, ["-q", "synth", str(tmp_path / "raw"), "--clips", "1", "--seconds", "1",
+                                    "--syllable-rate", "2-4"])
+    assert good.exit_code == 0, good.output
+    assert read_manifest(tmp_path / "raw", kind="raw")["config"]["syllable_rate"] == [2.0, 4.0]
