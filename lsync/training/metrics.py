@@ -118,11 +118,21 @@ def chart_panels(records: list[Mapping[str, Any]]) -> list[tuple[str, list[str]]
         for key, value in record.items():
             if "/" not in key or not isinstance(value, (int, float)) or key.endswith(NOT_CHARTED):
                 continue
-            names.setdefault(key.split("/", 1)[1], [])
-            if key not in names[key.split("/", 1)[1]]:
-                names[key.split("/", 1)[1]].append(key)
+            panel = _panel_of(key.split("/", 1)[1])
+            names.setdefault(panel, [])
+            if key not in names[panel]:
+                names[panel].append(key)
     order = sorted(names, key=lambda n: (n != "loss", n != "accuracy", list(names).index(n)))
     return [(name, sorted(names[name], key=lambda k: k.startswith("val/"))) for name in order]
+
+
+def _panel_of(name: str) -> str:
+    """Curves compared on one axis: ``<x>_r_drive`` and ``<x>_r_source`` (how well the mouth follows the driving
+    and the source audio) share the panel ``<x>_r``."""
+    for suffix in ("_r_drive", "_r_source"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + "_r"
+    return name
 
 
 def plot_metrics(records: list[Mapping[str, Any]], path: str | Path) -> None:
