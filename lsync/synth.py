@@ -8,8 +8,8 @@ whose opening follows the loudness of the clip's own speech-like audio:
   smooth amplitude bumps, grouped into phrases separated by pauses;
 * mouth - opening(t) = smoothed RMS of the audio in video frame t's window (640 samples at 16 kHz,
   i.e. 1/25 s); closed lips at silence, the jaw and lower lip pulled down by a monotonic displacement
-  field (``cv2.remap``), the upper lip lifts a little, and the gap between the lips is filled with a
-  dark mouth interior;
+  field (``cv2.remap``) that stays inside the region the mouth mask repaints, and the gap between the lips
+  is filled with a dark mouth interior;
 * head - small smooth translation, roll and zoom (sums of slow random sinusoids), one ``cv2.warpAffine``
   from the photo to the output frame.
 
@@ -61,11 +61,15 @@ UPPER_LIP_V = UPPER_INNER_LIP[1] - GAP_Y  # -3.4
 LOWER_LIP_V = LOWER_INNER_LIP[1] - GAP_Y  # +3.5
 CHIN_V = CHIN[1] - GAP_Y  # +29.4
 ABOVE_FIXED_V = -10.0  # nose/upper face: never moves
-NECK_FIXED_V = CHIN_V + 25.0  # below the chin the displacement fades out
-JAW_HALF_WIDTH = 22.0  # super-Gaussian half width of the moving jaw (source px)
+# The displacement stays inside the region LatentSync's mouth mask repaints (lsync.face.mask): otherwise pixels
+# the U-Net sees unmasked would tell it the mouth opening of the frame it is painting, and a model trained on
+# them copies the source's mouth instead of following the audio (measured on the aligned 64 px face: the wider
+# jaw (22 px) and longer neck fade (25 px) changed kept pixels by up to 17 levels, these by at most 1).
+NECK_FIXED_V = CHIN_V + 12.0  # below the chin the displacement fades out
+JAW_HALF_WIDTH = 18.0  # super-Gaussian half width of the moving jaw (source px)
 MOUTH_HALF_WIDTH = 17.0  # half width of the dark mouth interior
 MAX_JAW_DROP = 10.0  # source px at full opening (~24 px in the output, ~10 % of the face height)
-UPPER_LIP_LIFT = 0.15  # upper lip rises by this fraction of the jaw drop
+UPPER_LIP_LIFT = 0.0  # upper lip rises by this fraction of the jaw drop (0: it would show beside the nose)
 REST_CLOSURE = 0.95  # at opening 0 the lower lip rises by 95 % of the photo's lip gap: closed lips
 INTERIOR_RGB = np.array([52.0, 16.0, 22.0], dtype=np.float32)
 
