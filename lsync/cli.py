@@ -42,6 +42,18 @@ def cli() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- synth
+def _rate_range(ctx, param, value: str) -> tuple[float, float]:
+    """``"2-4"`` -> (2.0, 4.0); a single number is both ends."""
+    low, _, high = value.partition("-")
+    try:
+        rate = (float(low), float(high or low))
+    except ValueError:
+        rate = (0.0, 0.0)
+    if not 0 < rate[0] <= rate[1]:
+        raise click.BadParameter(f"{value!r} is not LOW-HIGH with 0 < LOW <= HIGH (e.g. 2-4)")
+    return rate
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--clips", type=click.IntRange(min=1), default=4, show_default=True, help="Number of videos.")
@@ -56,14 +68,16 @@ def cli() -> None:
               show_default=True,
               help="With --faces 2: whose speech the soundtrack is (random: left or right per clip; both: mixed; "
                    "none: closed mouths, an off-screen voice). Recorded per clip in lsync.json.")
+@click.option("--syllable-rate", default="3-6", show_default=True, metavar="LOW-HIGH", callback=_rate_range,
+              help="Syllables per second of the speech, drawn per phrase (slower is clearer).")
 @verbosity_options
 def synth(out: Path, clips: int, seconds: float, seed: int, fps: int, av_offset: int, faces: int,
-          speaker: str) -> None:
+          speaker: str, syllable_rate: tuple[float, float]) -> None:
     """Write synthetic talking-face videos (offline data for the demo and the tests) into OUT."""
     from lsync.synth import synthesize
 
     written = synthesize(out, clips=clips, seconds=seconds, seed=seed, fps=fps, av_offset=av_offset, faces=faces,
-                         speaker=speaker)
+                         speaker=speaker, syllable_rate=syllable_rate)
     say(f"[green]wrote[/] {len(written)} clips to {out}")
 
 

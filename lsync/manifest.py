@@ -35,7 +35,7 @@ log = get_logger(__name__)
 MANIFEST_NAME = "lsync.json"
 #: Bumped when a stage changes what it writes in a way older readers cannot understand.
 SCHEMA_VERSION = 1
-KINDS = ("raw", "data", "syncnet-run", "unet-run", "inference", "eval")
+KINDS = ("raw", "data", "vae-run", "syncnet-run", "unet-run", "inference", "eval")
 
 # Prefix of in-progress files; anything starting with it is debris from an interrupted run.
 TEMP_PREFIX = ".lsync-tmp-"

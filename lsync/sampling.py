@@ -135,8 +135,9 @@ def _load_unet(source: Path, preset_config: dict[str, Any]):
 
 
 def load_inference_models(preset: str, weights_dir: str | Path | None = None, unet: str | Path | None = None,
-                          windowing: str = "overlap"):
-    """A :class:`~lsync.models.presets.ModelBundle` for ``preset``, its U-Net optionally replaced by ``unet``.
+                          vae: str | Path | None = None, windowing: str = "overlap"):
+    """A :class:`~lsync.models.presets.ModelBundle` for ``preset``, its U-Net optionally replaced by ``unet`` and
+    its VAE by ``vae`` (or, without one, by the VAE a ``unet`` checkpoint names: :func:`choose_vae`).
 
     A weights folder may hold ``unet_config.json`` beside ``latentsync_unet.pt`` (and beside a ``--unet`` file):
     it sets the U-Net architecture. Whisper's size comes from its checkpoint's ``dims``, the VAE's from its
@@ -145,6 +146,28 @@ def load_inference_models(preset: str, weights_dir: str | Path | None = None, un
     Returns ``(bundle, model_ids)`` where ``model_ids`` names every model (file paths and digests where files
     were read) for the output manifest.
     """
+    bundle, ids = _load_preset_and_unet(preset, weights_dir, unet, windowing)
+    choose_vae(bundle, ids, vae, resolve_unet_source(unet) if unet is not None else None)
+    return bundle, ids
+
+
+def choose_vae(bundle, ids: dict[str, Any], vae: str | Path | None, unet_source: Path | None) -> None:
+    """Put the right VAE into ``bundle``: ``--vae``, else the one the U-Net checkpoint was trained with (its
+    ``config.json`` names it), else the preset's - for ``tiny`` a random one, which is said out loud."""
+    from lsync.models.vae import checkpoint_vae, load_vae, resolve_vae_folder, vae_digest
+
+    folder = resolve_vae_folder(vae) if vae is not None else None
+    if folder is None and unet_source is not None and unet_source.is_dir():
+        folder = checkpoint_vae(unet_source)
+    if folder is not None:
+        bundle.vae = load_vae(folder)
+        ids["vae"] = {"path": str(folder), "digest": vae_digest(folder)}
+    elif bundle.preset == "tiny":
+        log.warning("the tiny preset's VAE is random (no --vae, and the U-Net names none): faces come out as "
+                    "noise; pass --vae RUN of `lsync train vae`, or a U-Net trained with one")
+
+
+def _load_preset_and_unet(preset: str, weights_dir: str | Path | None, unet: str | Path | None, windowing: str):
     from lsync.audio.whisper import WhisperFeatureExtractor, load_whisper_encoder
     from lsync.diffusion import make_scheduler
     from lsync.manifest import quick_file_digest

@@ -4,12 +4,12 @@ Each clip is the real face photo ``skimage.data.astronaut()`` with slow random h
 whose opening follows the loudness of the clip's own speech-like audio:
 
 * audio - a voiced harmonic source with a gliding pitch (about 90-240 Hz), shaped by formant resonances
-  that move between vowels, cut into syllables at 3-6 Hz with smooth amplitude bumps, grouped into
-  phrases separated by pauses;
+  that move between vowels, cut into syllables at 3-6 Hz (``syllable_rate``; slower for clearer speech) with
+  smooth amplitude bumps, grouped into phrases separated by pauses;
 * mouth - opening(t) = smoothed RMS of the audio in video frame t's window (640 samples at 16 kHz,
   i.e. 1/25 s); closed lips at silence, the jaw and lower lip pulled down by a monotonic displacement
-  field (``cv2.remap``), the upper lip lifts a little, and the gap between the lips is filled with a
-  dark mouth interior;
+  field (``cv2.remap``) that stays inside the region the mouth mask repaints, and the gap between the lips
+  is filled with a dark mouth interior;
 * head - small smooth translation, roll and zoom (sums of slow random sinusoids), one ``cv2.warpAffine``
   from the photo to the output frame.
 
@@ -61,11 +61,15 @@ UPPER_LIP_V = UPPER_INNER_LIP[1] - GAP_Y  # -3.4
 LOWER_LIP_V = LOWER_INNER_LIP[1] - GAP_Y  # +3.5
 CHIN_V = CHIN[1] - GAP_Y  # +29.4
 ABOVE_FIXED_V = -10.0  # nose/upper face: never moves
-NECK_FIXED_V = CHIN_V + 25.0  # below the chin the displacement fades out
-JAW_HALF_WIDTH = 22.0  # super-Gaussian half width of the moving jaw (source px)
+# The displacement stays inside the region LatentSync's mouth mask repaints (lsync.face.mask): otherwise pixels
+# the U-Net sees unmasked would tell it the mouth opening of the frame it is painting, and a model trained on
+# them copies the source's mouth instead of following the audio (measured on the aligned 64 px face: the wider
+# jaw (22 px) and longer neck fade (25 px) changed kept pixels by up to 17 levels, these by at most 1).
+NECK_FIXED_V = CHIN_V + 12.0  # below the chin the displacement fades out
+JAW_HALF_WIDTH = 18.0  # super-Gaussian half width of the moving jaw (source px)
 MOUTH_HALF_WIDTH = 17.0  # half width of the dark mouth interior
 MAX_JAW_DROP = 10.0  # source px at full opening (~24 px in the output, ~10 % of the face height)
-UPPER_LIP_LIFT = 0.15  # upper lip rises by this fraction of the jaw drop
+UPPER_LIP_LIFT = 0.0  # upper lip rises by this fraction of the jaw drop (0: it would show beside the nose)
 REST_CLOSURE = 0.95  # at opening 0 the lower lip rises by 95 % of the photo's lip gap: closed lips
 INTERIOR_RGB = np.array([52.0, 16.0, 22.0], dtype=np.float32)
 
@@ -86,6 +90,7 @@ DEFAULT_SIZE_TWO_FACES = (1024, 640)  # two 512 x 640 panels side by side
 SPEAKERS = ("left", "right", "both", "none")
 #: Range of the per-face size factor of two-face clips (1 = the single-face framing, ~45 % of the panel width).
 FACE_SCALE_RANGE = (0.6, 1.0)
+DEFAULT_SYLLABLE_RATE = (3.0, 6.0)  # syllables per second, drawn per phrase: conversational speech
 DEFAULT_SAMPLE_RATE = 48000
 SAMPLE_RATE_16K_FRAME = 640  # samples per 25 fps frame at 16 kHz: the window of the mouth envelope
 
@@ -134,6 +139,7 @@ def synthesize(
     preset: str = "veryfast",
     faces: int = 1,
     speaker: str | Sequence[str] = "random",
+    syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE,
 ) -> list[SynthClip]:
     """Write ``clips`` talking-head mp4 files (H.264 + AAC) and a ``raw`` ``lsync.json`` into ``out_dir``.
 
@@ -151,6 +157,8 @@ def synthesize(
         speaker: two faces only: whose speech is the soundtrack, one of :data:`SPEAKERS` or ``random`` (left or
             right, drawn per clip), one value for all clips or one per clip. Recorded per clip in the manifest
             (``speaker``, ``speaker_index``, ``faces``).
+        syllable_rate: (lowest, highest) syllables per second; each phrase draws its rate between them. The same
+            seed gives the same phrases and pitches at another rate, only stretched.
 
     Returns:
         the clips written, in order; their ``record()`` dicts are also the manifest's ``summary.files``.
@@ -159,6 +167,9 @@ def synthesize(
         raise ValueError(f"clips must be >= 1, got {clips}")
     if seconds <= 0 or fps <= 0:
         raise ValueError(f"seconds and fps must be positive, got {seconds}, {fps}")
+    low_rate, high_rate = (float(r) for r in syllable_rate)
+    if not 0 < low_rate <= high_rate:
+        raise ValueError(f"syllable_rate must be 0 < low <= high, got {syllable_rate}")
     offsets = [int(av_offset)] * clips if np.isscalar(av_offset) else [int(k) for k in av_offset]
     if len(offsets) != clips:
         raise ValueError(f"av_offset has {len(offsets)} values for {clips} clips")
@@ -183,7 +194,7 @@ def synthesize(
             rng = np.random.default_rng([seed, index])
             if faces == 1:
                 clip = _write_clip(out, index, rng, photo, num_frames, fps, offset, width, height, sample_rate,
-                                   crf, preset)
+                                   crf, preset, (low_rate, high_rate))
             else:
                 clip = _write_two_face_clip(out, index, seed, speakers[index], photo, num_frames, fps, offset,
                                             width, height, sample_rate, crf, preset)
@@ -192,7 +203,8 @@ def synthesize(
             bar.update(task, advance=1)
 
     config = {"seed": seed, "clips": clips, "seconds": seconds, "fps": fps, "av_offset": offsets,
-              "size": [width, height], "sample_rate": sample_rate, "crf": crf, "preset": preset}
+              "size": [width, height], "sample_rate": sample_rate, "crf": crf, "preset": preset,
+              "syllable_rate": [low_rate, high_rate]}
     if faces == 2:
         config.update(faces=2, speaker=speakers)
     summary = {"num_clips": clips, "files": [clip.record() for clip in written],
@@ -210,12 +222,12 @@ def astronaut_photo() -> np.ndarray:
 
 def _write_clip(out: Path, index: int, rng: np.random.Generator, photo: np.ndarray, num_frames: int,
                 fps: float, offset: int, width: int, height: int, sample_rate: int, crf: int,
-                preset: str) -> SynthClip:
+                preset: str, syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE) -> SynthClip:
     # Speech long enough for both windows: the mouth follows speech frames [mouth_start, +num_frames),
     # the file's audio plays speech frames [audio_start, +num_frames); audio_start - mouth_start = -offset
     # puts the sound of mouth frame t at audio frame t + offset.
     total_frames = num_frames + abs(offset)
-    speech = speech_like_audio(rng, _frame_boundary(total_frames, fps, sample_rate), sample_rate)
+    speech = speech_like_audio(rng, _frame_boundary(total_frames, fps, sample_rate), sample_rate, syllable_rate)
     envelope = frame_envelope(speech, total_frames, fps, sample_rate)
     mouth_start, audio_start = (offset, 0) if offset >= 0 else (0, -offset)
     opening = mouth_opening(envelope)[mouth_start: mouth_start + num_frames]
@@ -304,9 +316,10 @@ def _frame_boundary(frame: int, fps: float, sample_rate: int) -> int:
 
 
 # ================================================================================================ audio
-def speech_like_audio(rng: np.random.Generator, num_samples: int, sample_rate: int) -> np.ndarray:
+def speech_like_audio(rng: np.random.Generator, num_samples: int, sample_rate: int,
+                      syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE) -> np.ndarray:
     """(num_samples,) float32 in about [-0.6, 0.6]: phrases of voiced syllables with pauses between."""
-    syllables = _syllable_plan(rng, num_samples / sample_rate)
+    syllables = _syllable_plan(rng, num_samples / sample_rate, syllable_rate)
     t = np.arange(num_samples) / sample_rate
     envelope = np.zeros(num_samples)
     for onset, duration, amplitude, _, _ in syllables:
@@ -325,12 +338,13 @@ def speech_like_audio(rng: np.random.Generator, num_samples: int, sample_rate: i
     return (0.6 * signal / np.max(np.abs(signal))).astype(np.float32)
 
 
-def _syllable_plan(rng: np.random.Generator, seconds: float) -> list[tuple[float, float, float, float, int]]:
+def _syllable_plan(rng: np.random.Generator, seconds: float, syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE,
+                   ) -> list[tuple[float, float, float, float, int]]:
     """(onset s, duration s, amplitude, pitch Hz, vowel index) for syllables covering ``seconds``."""
     syllables = []
     cursor = rng.uniform(0.05, 0.3)
     while cursor < seconds:
-        rate = rng.uniform(3.0, 6.0)  # syllables per second within this phrase
+        rate = rng.uniform(*syllable_rate)  # syllables per second within this phrase
         count = int(rng.integers(2, 8))
         base_pitch = rng.uniform(110.0, 200.0)
         for k in range(count):

@@ -203,3 +203,30 @@ def test_synth_cli_makes_two_face_clips_with_the_chosen_speaker(tmp_path):
     assert record["name"] == "synth2_000.mp4" and record["speaker"] == "right" and record["speaker_index"] == 1
     info = probe(out / record["name"])
     assert (info.width, info.height) == (1024, 640)  # two 512 x 640 panels by default
+
+
+def test_syllable_rate_sets_the_pace_of_the_speech():
+    from lsync.synth import _syllable_plan
+
+    def rate(low: float, high: float) -> float:
+        plan = _syllable_plan(np.random.default_rng([4, 0]), 60.0, (low, high))
+        durations = np.array([duration for _, duration, *_ in plan])
+        return float(1.0 / durations.mean())
+
+    fast, slow = rate(3.0, 6.0), rate(2.0, 4.0)
+    assert 3.0 < fast < 6.0 and 2.0 < slow < 4.0 and slow < 0.8 * fast
+    with pytest.raises(ValueError, match="syllable_rate"):
+        synthesize(Path("unused"), clips=1, seconds=1.0, seed=0, syllable_rate=(4.0, 2.0))
+
+
+def test_the_cli_reads_a_syllable_rate_range(tmp_path):
+    from click.testing import CliRunner
+
+    from lsync.cli import cli
+
+    bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "raw"), "--syllable-rate", "fast"])
+    assert bad.exit_code == 2 and "--syllable-rate" in bad.output and not (tmp_path / "raw").exists()
+    good = CliRunner().invoke(cli, ["-q", "synth", str(tmp_path / "raw"), "--clips", "1", "--seconds", "1",
+                                    "--syllable-rate", "2-4"])
+    assert good.exit_code == 0, good.output
+    assert read_manifest(tmp_path / "raw", kind="raw")["config"]["syllable_rate"] == [2.0, 4.0]

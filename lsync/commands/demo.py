@@ -31,7 +31,9 @@ def demo(workdir: Path, variables: tuple[str, ...]) -> None:
     if failed:
         raise StageFailure(f"demo step {failed[0].name} failed: {failed[0].error}",
                            "fix it and rerun `lsync demo` to resume")
-    print_artifacts(demo_artifacts([step.output for step in recipe.steps]))
+    outputs = [step.output for step in recipe.steps]
+    print_artifacts(demo_artifacts(outputs))
+    print_figures(demo_figures(outputs))
 
 
 def demo_artifacts(outputs: list[Path]) -> list[tuple[str, Path]]:
@@ -46,9 +48,54 @@ def demo_artifacts(outputs: list[Path]) -> list[tuple[str, Path]]:
             found += [("lip-synced video", path) for path in sorted(output.glob("*.mp4"))]
             found += [("frame strip: input | mask | generated | blended", path)
                       for path in sorted(output.glob("*.strip.png"))]
-        elif kind.endswith("-run") and (output / "metrics.png").is_file():
-            found.append((f"training chart ({output.name})", output / "metrics.png"))
+        elif kind.endswith("-run"):
+            if (output / "metrics.png").is_file():
+                found.append((f"training chart ({output.name})", output / "metrics.png"))
+            # Validation renders: the first and the last show what the training changed.
+            for pattern, what in (("*.mp4", "validation video"), ("*.png", "validation reconstructions")):
+                renders = sorted((output / "val").glob(pattern))
+                picks = renders[:1] + renders[-1:] if len(renders) > 1 else renders
+                found += [(f"{what} ({output.name}, {path.stem})", path) for path in picks]
     return found
+
+
+def demo_figures(outputs: list[Path]) -> list[tuple[str, str]]:
+    """(what, value) of the result's scores, from the ``eval`` outputs: how well the mouth follows the driving
+    audio (``lsync eval mouth``) and the sync under the demo's SyncNet (``lsync eval sync``)."""
+    from lsync.manifest import read_manifest
+
+    def number(value, fmt: str = ".3f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    figures = []
+    for output in outputs:
+        manifest = read_manifest(output)
+        if manifest["kind"] != "eval":
+            continue
+        summary = manifest["summary"]
+        if summary.get("evaluation") == "mouth":
+            figures += [
+                ("mouth follows the driving audio, r_drive", number(summary.get("r_drive"))),
+                ("mouth follows the source's own audio, r_source", number(summary.get("r_source"))),
+                ("r_drive - r_source", number(summary.get("margin"))),
+                ("frames with a face found", number(summary.get("face_share"), ".1%")),
+            ]
+        elif summary.get("evaluation") == "sync":
+            figures += [("LSE-C under the demo's SyncNet", number(summary.get("lse_c"), ".4f")),
+                        ("sync offset (frames, + = audio late)", number(summary.get("offset"), "+.0f"))]
+    return figures
+
+
+def print_figures(figures: list[tuple[str, str]]) -> None:
+    """One line per score (after the paths), so they can be grepped."""
+    from lsync.console import result_console
+
+    if not figures:
+        return
+    result_console.print("[bold]scores[/] (mouth: lip gap / face height vs. loudness per frame, best Pearson r over "
+                         "lags -3..3)")
+    for what, value in figures:
+        result_console.print(f"  {what}: {value}", soft_wrap=True, highlight=False)
 
 
 def print_artifacts(artifacts: list[tuple[str, Path]]) -> None:

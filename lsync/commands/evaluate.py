@@ -107,6 +107,41 @@ def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_jso
            ("windows", "windows", "d")])
 
 
+# ----------------------------------------------------------------------------------------------- mouth
+@evaluate.command("mouth", context_settings=CONTEXT)
+@click.argument("inputs", type=click.Path(path_type=Path), metavar="VIDEO_OR_DIR")
+@click.option("--audio", type=click.Path(dir_okay=False, path_type=Path),
+              help="A single video: the audio that drives it (default: its own audio track).")
+@click.option("--source", type=click.Path(dir_okay=False, path_type=Path),
+              help="A single video: the source video (or its audio) whose own sound gives r_source.")
+@click.option("--max-lag", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Frames tried on each side.")
+@click.option("--static", is_flag=True, help="FaceMesh detects on every frame instead of tracking.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for results.json (with the per-frame series) and lsync.json (kind eval).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of a table.")
+@verbosity_options
+def mouth(inputs: Path, audio: Path | None, source: Path | None, max_lag: int, static: bool, out: Path | None,
+          as_json: bool) -> None:
+    """How well the mouth follows the driving audio: r_drive, r_source and the share of frames with a face.
+
+    \b
+    Per frame: the face-mesh inner-lip gap (landmarks 13-14) / face height (10-152) against the RMS of the
+    frame's 640 samples of 16 kHz audio; r = the best Pearson correlation over lags -max-lag..max-lag.
+    VIDEO_OR_DIR: an lsync infer output folder (driving audio and source recorded there), or one video.
+    """
+    from lsync.stages.eval_mouth import EvalMouthConfig
+    from lsync.stages.eval_mouth import evaluate as evaluate_mouth
+
+    result = evaluate_mouth(inputs, EvalMouthConfig(max_lag=max_lag, static=static), out, audio=audio, source=source)
+    if as_json:
+        for row in result["rows"]:
+            row.pop("series", None)
+    _show(result, as_json, f"mouth of {inputs} (lip gap vs loudness, best of lags -{max_lag}..{max_lag})",
+          [("face", "face_share", ".3f"), ("r_drive", "r_drive", ".3f"), ("lag", "lag_drive", "d"),
+           ("r_source", "r_source", ".3f"), ("margin", "margin", ".3f")])
+
+
 # ----------------------------------------------------------------------------------------------- recon
 @evaluate.command("recon", context_settings=CONTEXT)
 @click.argument("data_dir", type=click.Path(path_type=Path))

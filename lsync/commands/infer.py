@@ -26,6 +26,8 @@ from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_o
 @click.option("--preset", type=click.Choice(["latentsync-1.5", "latentsync-1.6", "tiny"]),
               help="Models  [default: latentsync-1.5].")
 @click.option("--unet", help="Our own U-Net: a training run dir, a checkpoint dir, or a released-format .pt.")
+@click.option("--vae", help="Our own VAE: an lsync train vae run or a diffusers folder (default: the one the U-Net "
+                           "was trained with, else the preset's).")
 @click.option("--weights-dir", type=click.Path(file_okay=False), help="Folder searched first for released weights.")
 @click.option("--steps", type=click.IntRange(min=1), help="DDIM steps  [default: 20].")
 @click.option("--guidance", type=float, help="Classifier-free guidance scale (1 disables)  [default: 1.5].")

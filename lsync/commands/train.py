@@ -1,4 +1,5 @@
-"""``lsync train``: the training stages, ``syncnet`` (the sync expert) and ``unet`` (the lip-sync U-Net)."""
+"""``lsync train``: the training stages, ``vae`` (the image autoencoder of the tiny models), ``syncnet`` (the sync
+expert) and ``unet`` (the lip-sync U-Net)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from lsync.cli_options import CONTEXT, config_options, verbosity_options
 
 @click.group(context_settings=CONTEXT)
 def train() -> None:
-    """Train the models: the SyncNet sync expert, then the lip-sync U-Net."""
+    """Train the models: the SyncNet sync expert, then the lip-sync U-Net (and, for small models, their VAE)."""
 
 
 def loop_options(func):
@@ -38,6 +39,28 @@ def loop_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+@train.command("vae", context_settings=CONTEXT)
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", default="tiny", show_default=True, help="configs/vae/<name>.yaml (tiny) or a YAML path.")
+@click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
+              help="Fine-tune from this VAE (a diffusers folder or a finished lsync train vae run).")
+@click.option("--resolution", "model__resolution", type=click.IntRange(min=8), help="Face size in pixels.")
+@loop_options
+@config_options
+@verbosity_options
+def vae(data_dir: Path, run_dir: Path, preset: str, init: Path | None, resume: str, config_file: Path | None,
+        overrides: tuple[str, ...], **flags) -> None:
+    """Train the image autoencoder of small latent-diffusion models on a data directory's faces into RUN_DIR."""
+    from lsync.config import resolve_config
+    from lsync.stages.train_vae import TrainVAEConfig, run
+
+    config = resolve_config(TrainVAEConfig, "vae", preset, config_file, dotted(flags, init=init), overrides)
+    summary = run(data_dir, run_dir, config, resume=resume)
+    if summary is not None:
+        _print_summary(run_dir, summary, VAE_SUMMARY_KEYS)
 
 
 @train.command("syncnet", context_settings=CONTEXT)
@@ -75,6 +98,8 @@ def syncnet(data_dir: Path, run_dir: Path, preset: str, init: Path | None, resum
               help="Start from these U-Net weights (latentsync_unet.pt, safetensors, a run or checkpoint directory).")
 @click.option("--allow-partial", "allow_partial", is_flag=True, default=None,
               help="Let --init fill only part of the U-Net; what it leaves at its initial value is printed.")
+@click.option("--vae", "model__vae", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Your own VAE instead of the preset's: an lsync train vae run or a diffusers folder.")
 @click.option("--weights-dir", "model__weights_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where released files (VAE, Whisper, SyncNet, TREPA) are looked for first.")
 @click.option("--recon-weight", "loss__recon_weight", type=click.FloatRange(min=0), help="Noise MSE weight.")
@@ -107,6 +132,8 @@ def unet(data_dir: Path, run_dir: Path, preset: str, resume: str, config_file: P
 #: Columns of the table printed at the end of `lsync train unet`.
 UNET_SUMMARY_KEYS = ("steps", "train/loss", "train/recon", "train/sync", "train/lpips", "train/trepa",
                      "val/sync_cosine", "stopped", "checkpoint")
+VAE_SUMMARY_KEYS = ("steps", "train/loss", "train/l1", "train/mouth_l1", "train/kl", "val/psnr", "val/mouth_psnr",
+                    "scaling_factor", "stopped", "checkpoint")
 SYNCNET_SUMMARY_KEYS = ("steps", "epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "stopped",
                         "checkpoint")
 

@@ -89,6 +89,7 @@ class InferConfig(VideoFaceConfig):
 
     preset: Literal["latentsync-1.5", "latentsync-1.6", "tiny"] = "latentsync-1.5"
     unet: str | None = None  # our own U-Net: run dir, checkpoint dir, or a released-format .pt
+    vae: str | None = None  # our own VAE (lsync train vae run or diffusers folder); default: the U-Net's, or the preset's
     weights_dir: str | None = None
     steps: int = 20
     scheduler: Literal["ddim", "dpm++"] = "ddim"
@@ -246,7 +247,7 @@ def load_models_for(config: InferConfig, reuse: InferenceModels | None = None) -
         bundle = dataclasses.replace(reuse.bundle, scheduler=copy.deepcopy(reuse.bundle.scheduler))
         ids = copy.deepcopy(reuse.ids)
     else:
-        bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet,
+        bundle, ids = load_inference_models(config.preset, config.weights_dir, config.unet, config.vae,
                                             windowing=config.audio_windowing)
     return models_from_bundle(bundle, ids, config, started=tic)
 

@@ -35,7 +35,9 @@ log = get_logger(__name__)
 RUN_KIND = "unet-run"
 NUM_FRAMES = 16
 #: Config keys that may change when a run is resumed (they do not change what is learned).
-RESUME_MAY_CHANGE = ("init", "allow_partial", "data.cache_dir", "model.weights_dir")
+RESUME_MAY_CHANGE = ("init", "allow_partial", "data.cache_dir", "model.weights_dir", "data.latent_memo_frames")
+#: Where a run keeps the copy of the VAE it trains with (``model.vae``).
+RUN_VAE_DIR = "vae"
 
 
 @dataclass
@@ -44,6 +46,7 @@ class UNetModelSection:
 
     weights: str = "latentsync-1.5"  # weights preset of the frozen VAE and Whisper (and SyncNet/TREPA files); tiny = random
     weights_dir: str | None = None  # searched first for released files
+    vae: str | None = None  # a VAE of your own instead of the preset's: an lsync train vae run or a diffusers folder
     unet: str = "unet_stage2"  # configs/models/<name>.yaml or a YAML path: the U-Net architecture
     unet_overrides: dict = field(default_factory=dict)  # constructor keys changed from that file
     resolution: int = 256  # face size (the data is resized to it)
@@ -72,6 +75,9 @@ class UNetDataSection:
     samples_per_clip: int = 1  # windows per clip and epoch
     allow_overlap: bool = False  # let the reference window overlap the ground truth (keeps short clips)
     frame_cache: Literal["disk", "memory", "none"] = "disk"
+    # Frames whose VAE latents are kept in memory and reused (the frozen VAE encodes the posterior mean, so this
+    # is exact); 0 = encode every window at every step. Worth it when the data set is small.
+    latent_memo_frames: int = 0
 
 
 @dataclass
@@ -124,21 +130,27 @@ def preset_file(section: UNetModelSection, role: str) -> Path | None:
 
 
 def load_frozen_models(section: UNetModelSection):
-    """(vae, whisper feature extractor) of the weights preset - for ``tiny`` exactly the random models
-    ``lsync infer --preset tiny`` builds, so a tiny run's U-Net works there."""
+    """(vae, whisper feature extractor) of the weights preset - for ``tiny`` the models ``lsync infer --preset
+    tiny`` builds (seeded random Whisper), so a tiny run's U-Net works there. ``model.vae`` replaces the preset's
+    VAE; the tiny preset without one has a random VAE, which no U-Net can learn faces through (a warning says so)."""
     from lsync.audio.whisper import WhisperFeatureExtractor, load_whisper_encoder
     from lsync.models.presets import load_models
     from lsync.models.vae import load_vae
 
+    own_vae = load_vae(section.vae) if section.vae else None
     if section.weights == "tiny":
         bundle = load_models("tiny")
-        return bundle.vae, bundle.audio
-    found = {role: preset_file(section, role) for role in ("vae/config.json", "whisper")}
+        if own_vae is None:
+            log.warning("the tiny preset's VAE is random: its latents cannot be decoded into faces, so the U-Net "
+                        "cannot learn to draw a mouth; train one with `lsync train vae DATA RUN` and pass --vae RUN")
+        return own_vae or bundle.vae, bundle.audio
+    found = {role: preset_file(section, role) for role in ("whisper",) + (() if own_vae else ("vae/config.json",))}
     missing = [role for role, path in found.items() if path is None]
     if missing:
         raise InputError(f"weights preset '{section.weights}' lacks {', '.join(missing)}",
                          f"run `lsync weights fetch --preset {section.weights} --for training`")
-    return load_vae(found["vae/config.json"].parent), WhisperFeatureExtractor(load_whisper_encoder(found["whisper"]))
+    vae = own_vae or load_vae(found["vae/config.json"].parent)
+    return vae, WhisperFeatureExtractor(load_whisper_encoder(found["whisper"]))
 
 
 def load_init(unet: torch.nn.Module, path: str | Path, allow_partial: bool) -> set[str]:
@@ -304,6 +316,13 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
     vae, extractor = load_frozen_models(config.model)
     seed_everything(config.train.seed)
     unet, checkpoint_config = build_unet(config, resume_from)
+    if config.model.vae:
+        from lsync.models.vae import VAE_KEY
+
+        # The U-Net's latents belong to this VAE: the run keeps a copy, which every checkpoint names.
+        if accelerator.is_main_process:
+            keep_vae_copy(config.model.vae, run_dir, resumed=resume_from is not None)
+        checkpoint_config[VAE_KEY] = f"../../{RUN_VAE_DIR}"  # relative to checkpoints/step-N/
     vae.to(device)
     set_gradient_checkpointing(vae, config.model.vae_gradient_checkpointing and weights.needs_pixels)
     loss_models = build_loss_models(config, device)
@@ -318,7 +337,7 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
                                 samples_per_clip=d.samples_per_clip, **dataset_args)
         train_set.prepare()
     step = UNetTrainingStep(vae, make_scheduler(), weights, loss_models, config.train.seed,
-                            config.loss.mixed_noise_alpha, config.loss.uncond_prob)
+                            config.loss.mixed_noise_alpha, config.loss.uncond_prob, d.latent_memo_frames)
     step_fn = step_hook(step) if step_hook is not None else step
 
     holder: dict[str, Any] = {}
@@ -346,6 +365,35 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
         write_manifest(run_dir, RUN_KIND, config_to_dict(config), inputs=_inputs(data_dir, config), summary=summary)
     accelerator.wait_for_everyone()
     return summary
+
+
+def keep_vae_copy(vae: str | Path, run_dir: Path, resumed: bool) -> Path:
+    """Copy the VAE folder into ``<run>/vae`` (once); a resumed run must keep the VAE it started with."""
+    import shutil
+    import tempfile
+
+    from lsync.manifest import TEMP_PREFIX
+    from lsync.models.vae import resolve_vae_folder, vae_digest
+
+    source = resolve_vae_folder(vae)
+    target = run_dir / RUN_VAE_DIR
+    if target.is_dir():
+        if vae_digest(target) == vae_digest(source):
+            return target
+        if resumed:
+            raise ConfigError(f"{run_dir} was trained with another VAE than {source}",
+                              "resume with the VAE the run started with, or use a new run directory")
+        shutil.rmtree(target)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}vae-", dir=run_dir))
+    try:
+        for file in sorted(source.iterdir()):
+            if file.is_file():
+                shutil.copy2(file, staging / file.name)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def _check_loss_settings(loss: LossSection) -> None:
@@ -395,6 +443,11 @@ def _inputs(data_dir: Path, config: TrainUNetConfig) -> list[dict[str, Any]]:
     from lsync.checkpoints import WEIGHTS_NAME
 
     inputs = [describe_input(data_dir)]
+    if config.model.vae:
+        from lsync.models.vae import resolve_vae_folder, vae_digest
+
+        folder = resolve_vae_folder(config.model.vae)
+        inputs.append({"path": str(folder.resolve()), "kind": "vae", "digest": vae_digest(folder)})
     for path, kind in ((config.init, "unet-init"), (config.syncnet, "syncnet")):
         if path is None:
             continue

@@ -5,6 +5,9 @@ Every validation renders ``<run>/val/step-NNNNNN.mp4`` with the inference sample
 aligned faces of the data directory - no face detection or paste-back - with the other clip's audio muxed in.
 When a SyncNet is at hand each 16-frame window of the result is scored against the audio's mel: ``sync_cosine``
 is the mean cosine similarity, ``sync_accuracy`` the share of windows above 0.5 (what the SyncNet calls in sync).
+Every render is also measured the way ``lsync eval mouth`` measures a result (:mod:`lsync.face.lip_gap`): the
+face-mesh lip gap of the rendered faces against the loudness of the driving audio (``mouth_r_drive``) and of the
+face clip's own audio (``mouth_r_source``, what a model copying the reference mouth would follow).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class ValidationRenderer:
                  device: torch.device, scorer: SyncScorer | None, current_step: Callable[[], int]):
         from lsync.audio.mel import load_wav_16k_mono
         from lsync.manifest import file_digest
-        from lsync.media.audio import write_wav
+        from lsync.media.audio import frame_rms, write_wav
 
         self.run_dir, self.vae, self.extractor = Path(run_dir), vae, extractor
         self.resolution, self.config, self.device = resolution, config, device
@@ -84,6 +87,9 @@ class ValidationRenderer:
         self.wav = self.run_dir / VAL_DIR / "audio.wav"
         samples = load_wav_16k_mono(audio_clip.audio)[: self.num_frames * SAMPLES_PER_FRAME]
         write_wav(self.wav, samples, 16000)
+        self.driving_loudness = frame_rms(samples, SAMPLES_PER_FRAME)
+        source = load_wav_16k_mono(face_clip.audio)[: self.num_frames * SAMPLES_PER_FRAME]
+        self.source_loudness = frame_rms(source, SAMPLES_PER_FRAME)
 
     def describe(self) -> str:
         return f"{self.num_frames} frames of '{self.face_clip.id}' with the audio of '{self.audio_clip.id}'"
@@ -137,8 +143,24 @@ class ValidationRenderer:
         return {"sync_cosine": float(values.mean()), "sync_accuracy": float((values > 0.5).mean()),
                 "sync_windows": float(len(values))}
 
+    def mouth(self, frames: np.ndarray) -> dict[str, float]:
+        """How well the rendered mouth follows the driving audio and the face clip's own (see the module docstring)."""
+        from lsync.face.lip_gap import lip_gaps
+        from lsync.mouth_metrics import best_lag_correlation
+
+        gaps = lip_gaps(frames)
+        scores = {"mouth_face_share": float(np.isfinite(gaps).mean())}
+        for name, loudness in (("mouth_r_drive", self.driving_loudness), ("mouth_r_source", self.source_loudness)):
+            fit = best_lag_correlation(gaps, loudness)
+            if fit.r is not None:
+                scores[name] = fit.r
+        return scores
+
     def __call__(self, unet: nn.Module) -> dict[str, Any]:
         frames = self.render(unet)
         path = self.write_video(frames)
         log.debug("validation video %s", path)
-        return self.score(frames) if self.scorer is not None else {}
+        scores = self.mouth(frames)
+        if self.scorer is not None:
+            scores.update(self.score(frames))
+        return scores

@@ -21,6 +21,8 @@ log = get_logger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CHART_FILE = "metrics.png"
+#: Logged keys that are no curve of their own: weighted copies of a loss term, and counts.
+NOT_CHARTED = ("_weighted", "_windows")
 
 
 class MetricsLog:
@@ -103,19 +105,49 @@ def series(records: Iterable[Mapping[str, Any]], key: str) -> tuple[list[int], l
     return steps, values
 
 
+def chart_panels(records: list[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Which keys share a panel: one panel per metric name, its ``train/`` curve with its ``val/`` markers.
+
+    ``loss`` comes first, then ``accuracy``, then every other term in the order it first appears (so each loss
+    term of a trainer - ``recon``, ``sync``, ``lpips``, ``trepa`` - gets its own axis and scale). ``<name>_weighted``
+    copies are left out (they are the raw term times a constant), and so are counts logged beside a metric
+    (``<name>_windows``).
+    """
+    names: dict[str, list[str]] = {}
+    for record in records:
+        for key, value in record.items():
+            if "/" not in key or not isinstance(value, (int, float)) or key.endswith(NOT_CHARTED):
+                continue
+            panel = _panel_of(key.split("/", 1)[1])
+            names.setdefault(panel, [])
+            if key not in names[panel]:
+                names[panel].append(key)
+    order = sorted(names, key=lambda n: (n != "loss", n != "accuracy", list(names).index(n)))
+    return [(name, sorted(names[name], key=lambda k: k.startswith("val/"))) for name in order]
+
+
+def _panel_of(name: str) -> str:
+    """Curves compared on one axis: ``<x>_r_drive`` and ``<x>_r_source`` (how well the mouth follows the driving
+    and the source audio) share the panel ``<x>_r``."""
+    for suffix in ("_r_drive", "_r_source"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + "_r"
+    return name
+
+
 def plot_metrics(records: list[Mapping[str, Any]], path: str | Path) -> None:
-    """One panel per kind of curve - every key with ``loss``, then every key with ``accuracy`` - train curves
-    faint with their smoothed trend on top, validation as markers. Written atomically as PNG."""
+    """One panel per metric (see :func:`chart_panels`) - train curves faint with their smoothed trend on top,
+    validation as markers - in a grid of up to three columns. Written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float)) and "/" in k})
-    panels = [(kind, [k for k in keys if kind in k.split("/")[-1]]) for kind in ("loss", "accuracy")]
-    panels = [(kind, ks) for kind, ks in panels if ks] or [("loss", [])]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), sharex=True, squeeze=False)
-    for ax, (kind, panel_keys) in zip(axes[:, 0], panels):
+    panels = chart_panels(records) or [("loss", [])]
+    columns = 1 if len(panels) == 1 else 2 if len(panels) <= 4 else 3
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns + 1, 2.8 * rows), sharex=True, squeeze=False)
+    for ax, (name, panel_keys) in zip(axes.flat, panels):
         for key in panel_keys:
             steps, values = series(records, key)
             if not steps:
@@ -125,11 +157,14 @@ def plot_metrics(records: list[Mapping[str, Any]], path: str | Path) -> None:
             else:
                 line, = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
                 ax.plot(steps, ema(values), color=line.get_color(), label=key)
-        ax.set_ylabel(kind)
+        ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best", fontsize=8)
-    axes[-1, 0].set_xlabel("step")
+            ax.legend(loc="best", fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
