@@ -151,6 +151,10 @@ def load_inference_models(preset: str, weights_dir: str | Path | None = None, un
     return bundle, ids
 
 
+RANDOM_VAE_WARNING = ("the tiny preset's VAE is random (no --vae, and the U-Net names none): faces come out as "
+                      "noise; pass --vae RUN of `lsync train vae`, or a U-Net trained with one")
+
+
 def choose_vae(bundle, ids: dict[str, Any], vae: str | Path | None, unet_source: Path | None) -> None:
     """Put the right VAE into ``bundle``: ``--vae``, else the one the U-Net checkpoint was trained with (its
     ``config.json`` names it), else the preset's - for ``tiny`` a random one, which is said out loud."""
@@ -163,8 +167,9 @@ def choose_vae(bundle, ids: dict[str, Any], vae: str | Path | None, unet_source:
         bundle.vae = load_vae(folder)
         ids["vae"] = {"path": str(folder), "digest": vae_digest(folder)}
     elif bundle.preset == "tiny":
-        log.warning("the tiny preset's VAE is random (no --vae, and the U-Net names none): faces come out as "
-                    "noise; pass --vae RUN of `lsync train vae`, or a U-Net trained with one")
+        # Said out loud where the result is reported (lsync infer warns beside "wrote ..."), not here: a warning
+        # before the run would stand in front of the one-line error of a run that is refused.
+        ids["vae"] = {"random": True, "warning": RANDOM_VAE_WARNING}
 
 
 def _load_preset_and_unet(preset: str, weights_dir: str | Path | None, unet: str | Path | None, windowing: str):
@@ -304,8 +309,9 @@ class ChunkSampler:
         self.num_frames = num_frames
         self.guidance = guidance
         for model in (bundle.unet, bundle.vae):
-            # diffusers warns on every dtype cast, even a no-op one: cast only when the dtype changes.
-            model.to(device=device) if model.dtype == dtype else model.to(device=device, dtype=dtype)
+            # torch's own Module.to: diffusers' ModelMixin.to warns on every dtype cast (about fp32-only modules
+            # these models do not have), and that line would stand in front of every one-line error.
+            nn.Module.to(model, device=device, dtype=dtype)
         bundle.audio.encoder.to(device=device)
         self.cache = DeepFeatureCache(bundle.unet, cache_interval)
         self.unet = torch.compile(bundle.unet) if compile else bundle.unet

@@ -390,6 +390,8 @@ def _run_checked(pair: Pair, out_dir: Path, config: InferConfig, models: Inferen
     _record_output(out_dir, entry, config)
     say(f"[green]wrote[/] {out_dir / pair.name} ({frames['total']} frames, {frames['synced']} lip-synced, "
         f"{frames['passed_through']} passed through)")
+    if models.ids.get("vae", {}).get("random"):
+        log.warning(models.ids["vae"]["warning"])
     return entry
 
 
