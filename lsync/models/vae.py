@@ -73,7 +73,7 @@ def resolve_vae_folder(path: str | Path) -> Path:
 
 def checkpoint_vae(checkpoint: str | Path) -> Path | None:
     """The VAE folder a U-Net checkpoint directory names in its ``config.json`` (``_vae``), or None."""
-    from lsync.models.checkpoints import CONFIG_NAME, load_model_config
+    from lsync.checkpoints import CONFIG_NAME, load_model_config
 
     directory = Path(checkpoint)
     if not (directory / CONFIG_NAME).is_file():

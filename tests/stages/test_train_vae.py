@@ -106,10 +106,10 @@ def test_an_unfinished_run_or_a_wrong_folder_is_a_clear_error(tmp_path, vae_run)
 
 
 def test_a_unet_run_keeps_its_vae_and_inference_uses_it(vae_run, data, tmp_path):
-    from lsync.models.checkpoints import save_model
+    from lsync.checkpoints import save_model
     from lsync.models.presets import model_config
     from lsync.models.syncnet import StableSyncNet
-    from lsync.stages.infer_denoise import load_inference_models
+    from lsync.sampling import load_inference_models
 
     towers = model_config("syncnet_tiny")
     syncnet = save_model(StableSyncNet(towers), tmp_path / "syncnet", towers)
