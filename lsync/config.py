@@ -26,6 +26,8 @@ C = TypeVar("C")
 
 #: The shipped presets: the repository's configs/ folder, or its copy inside an installed wheel.
 CONFIGS_DIR = shipped_dir("configs")
+#: Model architectures (constructor configs) that presets name, e.g. ``model.unet: unet_stage2``.
+MODELS_DIR = CONFIGS_DIR / "models"
 
 
 # ----------------------------------------------------------------------------------------------- building
@@ -129,6 +131,16 @@ def preset_path(stage: str | None, name: str) -> Path:
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(names) or '(none)'}"
     raise ConfigError(f"unknown {stage or ''} preset '{name}'".replace("  ", " "), hint)
+
+
+def load_model_config(name: str, key: str, family: str) -> dict[str, Any]:
+    """The architecture a config key names: ``configs/models/<name>.yaml``, or ``name`` itself when it is a YAML
+    path. ``key`` (e.g. ``model.unet``) and the shipped ``<family>_*`` files make the error of an unknown name."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else MODELS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in MODELS_DIR.glob(f"{family}_*.yaml"))
+        raise ConfigError(f"{key} '{name}' not found", f"choose one of: {', '.join(choices)}")
+    return load_yaml(path)
 
 
 def list_presets(stage: str | None) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from lsync.config import CONFIGS_DIR, load_yaml
+from lsync.config import load_model_config
 from lsync.console import get_logger, say
 from lsync.errors import CheckpointError, ConfigError, InputError
 from lsync.stages.train_unet_val import SyncScorer, ValidationSection
@@ -103,12 +103,7 @@ class TrainUNetConfig:
 # ----------------------------------------------------------------------------------------------- models
 def unet_config(section: UNetModelSection) -> dict[str, Any]:
     """The U-Net constructor config: the named file with ``unet_overrides`` applied."""
-    name = section.unet
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "models" / f"{name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.stem for p in (CONFIGS_DIR / "models").glob("unet_*.yaml"))
-        raise ConfigError(f"model.unet '{name}' not found", f"choose one of: {', '.join(choices)}")
-    return {**load_yaml(path), **section.unet_overrides}
+    return {**load_model_config(section.unet, "model.unet", "unet"), **section.unet_overrides}
 
 
 def check_resolution(resolution: int, config: dict[str, Any]) -> None:

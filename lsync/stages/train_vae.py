@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsync.config import CONFIGS_DIR, load_yaml
+from lsync.config import load_model_config
 from lsync.console import get_logger
 from lsync.errors import ConfigError, InputError
 from lsync.training.loop import LoopConfig
@@ -77,12 +77,7 @@ class TrainVAEConfig:
 
 # ----------------------------------------------------------------------------------------------- the model
 def vae_config(section: VAEModelSection) -> dict[str, Any]:
-    name = section.config
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "models" / f"{name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.stem for p in (CONFIGS_DIR / "models").glob("vae_*.yaml"))
-        raise ConfigError(f"model.config '{name}' not found", f"choose one of: {', '.join(choices)}")
-    config = load_yaml(path)
+    config = load_model_config(section.config, "model.config", "vae")
     factor = 2 ** (len(config.get("block_out_channels", [])) - 1)
     if section.resolution % max(factor, 1) or section.resolution < factor:
         raise ConfigError(f"model.resolution={section.resolution} is not a multiple of the VAE's {factor}x "
