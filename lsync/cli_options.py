@@ -55,6 +55,20 @@ def face_options(func):
     return func
 
 
+def syncnet_options(func):
+    """How a command that scores with a SyncNet runs it (``eval syncnet``, ``eval sync``, ``filter sync``): the
+    batch size, and the face size and towers of a bare weights file that does not record them."""
+    options = [
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--image-size", type=click.IntRange(min=2), help="StableSyncNet face size (default: the run's)."),
+        click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
+                     help="Towers of a bare weights file such as stable_syncnet.pt (configs/models/<name>.yaml)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def config_options(func):
     """``--config FILE`` and repeatable ``--set key=value`` for stage commands."""
     func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lsync.cli_options import CONTEXT, face_options, verbosity_options
+from lsync.cli_options import CONTEXT, face_options, syncnet_options, verbosity_options
 
 
 @click.group("eval", context_settings=CONTEXT)
@@ -26,10 +26,7 @@ def evaluate() -> None:
               help="Frames searched on each side for the offset accuracy.")
 @click.option("--offset-stride", type=click.IntRange(min=1), default=4, show_default=True,
               help="Frames between the video windows of the offset search.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=2), help="Face size (default: the run's).")
-@click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
-              help="Towers of a bare weights file such as stable_syncnet.pt (configs/models/<name>.yaml).")
+@syncnet_options
 @click.option("--cpu", is_flag=True, help="Evaluate on the CPU even with a GPU.")
 @verbosity_options
 def syncnet(model: Path, data_dir: Path, split: str, out: Path | None, pairs: int, max_offset: int,
@@ -62,11 +59,7 @@ def syncnet(model: Path, data_dir: Path, split: str, out: Path | None, pairs: in
 def _metric_options(func):
     func = click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")(func)
     func = click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")(func)
-    func = click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
-                        help="Towers of a bare stable_syncnet.pt (configs/models/<name>.yaml).")(func)
-    func = click.option("--image-size", type=click.IntRange(min=2),
-                        help="StableSyncNet face size (default: the run's).")(func)
-    func = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(func)
+    func = syncnet_options(func)
     func = click.option("--max-offset", type=click.IntRange(min=1), default=15, show_default=True,
                         help="Frames searched on each side.")(func)
     func = click.option("--metric", type=click.Choice(["stable", "syncnet-v2"]), default="stable", show_default=True,
