@@ -148,6 +148,22 @@ def list_presets(stage: str | None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+def changed_config_keys(previous: Mapping[str, Any], current: Mapping[str, Any],
+                        ignore: Iterable[str] = ()) -> list[str]:
+    """The top-level keys whose values differ between the config an output folder was made with (its
+    ``config.yaml``) and the one resolved now, leaving out ``ignore``: settings such as worker counts that do not
+    change what is written. Values compare in their JSON form, as a digest of the config would: the list that YAML
+    reads back equals the tuple it was written from."""
+    from lsync.manifest import json_digest
+
+    def value(config: Mapping[str, Any], key: str) -> str | None:  # absent differs from null, as in a digest
+        return json_digest([config[key]]) if key in config else None
+
+    ignore = set(ignore)
+    return sorted(key for key in set(previous) | set(current)
+                  if key not in ignore and value(previous, key) != value(current, key))
+
+
 def save_config_yaml(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML atomically (``config.yaml`` in run directories)."""
     from lsync.manifest import atomic_write_text
