@@ -262,6 +262,7 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainVAEConfig, resum
     holder["trainer"] = trainer
 
     def export(summary: dict[str, Any]) -> None:
+        """The trained VAE as the diffusers folder ``vae/``, with the latent scale measured on the train frames."""
         vae.eval()  # the trained weights (the trainer's wrapper, if any, shares them)
         scale, shift = measure_latent_scale(vae, train_set, device)
         export_vae(vae, run_dir / EXPORT_DIR, scale, shift)
