@@ -71,13 +71,14 @@ def _metric_options(func):
 @evaluate.command("sync", context_settings=CONTEXT)
 @click.argument("inputs", type=click.Path(path_type=Path), metavar="VIDEO_OR_DIR")
 @click.option("--syncnet", required=True, metavar="RUN_OR_CKPT",
-              help="A `lsync train syncnet` run, a checkpoint dir, stable_syncnet.pt, or syncnet_v2.model.")
+              help="A `lsync train syncnet` run, a checkpoint dir, stable_syncnet.pt, or syncnet_v2.model "
+                   "(also what --face-select speaker scores faces with).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for results.json and lsync.json (kind eval).")
 @click.option("--split", help="Data directories: only this split (default: all clips).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of a table.")
 @_metric_options
-@face_options
+@face_options(syncnet=False)
 @verbosity_options
 def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_json: bool, metric: str,
          max_offset: int, batch_size: int, image_size: int | None, geometry: str, device: str | None,
@@ -91,8 +92,10 @@ def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_jso
     from lsync.stages.eval_sync import EvalSyncConfig
     from lsync.stages.eval_sync import evaluate as evaluate_sync
 
+    # --face-select speaker picks faces with the SyncNet that scores them
     config = EvalSyncConfig(metric=metric, max_offset=max_offset, split=split, batch_size=batch_size,
                             image_size=image_size, geometry=geometry, device=device, threads=threads,
+                            syncnet=syncnet, speaker_metric=metric,
                             **{key: value for key, value in face.items() if value is not None})
     result = evaluate_sync(inputs, syncnet, config, out)
     _show(result, as_json, f"sync of {inputs} ({metric}: {result['summary']['distance']})",
