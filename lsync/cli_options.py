@@ -31,9 +31,15 @@ def verbosity_options(func):
     return func
 
 
-def face_options(func):
+def face_options(func=None, *, syncnet: bool = True):
     """The face flags of every stage that finds faces (``preprocess``, ``infer``, ``eval sync``): the keys of
-    :class:`lsync.face.config.FaceConfig`. A flag left out keeps the stage's value (preset, ``--config``, ``--set``)."""
+    :class:`lsync.face.config.FaceConfig`. A flag left out keeps the stage's value (preset, ``--config``, ``--set``).
+
+    Use as ``@face_options``, or ``@face_options(syncnet=False)`` in a command whose own ``--syncnet`` also serves
+    ``--face-select speaker`` (``eval sync``: one flag, not two of the same name).
+    """
+    if func is None:
+        return lambda f: face_options(f, syncnet=syncnet)
     options = [
         click.option("--detector", type=click.Choice(["mediapipe", "insightface"]),
                      help="Face detector  [default: mediapipe]."),
@@ -43,12 +49,28 @@ def face_options(func):
                      help="Which face to follow: largest, center, speaker (the face in sync with the video's own "
                           "audio, per shot; needs --syncnet), X,Y (the face whose box holds that pixel where it first "
                           "appears) or track:N (a track of lsync infer --list-faces)  [default: largest]."),
-        click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or stable_syncnet.pt."),
         click.option("--max-faces", type=click.IntRange(min=1), help="Faces detected per frame  [default: 4]."),
         click.option("--min-face", type=click.IntRange(min=1), help="Ignore faces smaller than this (px)."),
         click.option("--max-gap", type=click.IntRange(min=0), help="Interpolate up to this many face-less frames."),
         click.option("--smooth-method", type=click.Choice(["gaussian", "savgol", "one_euro", "none"]),
                      help="Landmark smoothing over time  [default: gaussian]."),
+    ]
+    if syncnet:
+        options.insert(3, click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or "
+                                                         "stable_syncnet.pt."))
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def syncnet_options(func):
+    """How a command that scores with a SyncNet runs it (``eval syncnet``, ``eval sync``, ``filter sync``): the
+    batch size, and the face size and towers of a bare weights file that does not record them."""
+    options = [
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--image-size", type=click.IntRange(min=2), help="StableSyncNet face size (default: the run's)."),
+        click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
+                     help="Towers of a bare weights file such as stable_syncnet.pt (configs/models/<name>.yaml)."),
     ]
     for option in reversed(options):
         func = option(func)

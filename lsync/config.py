@@ -26,6 +26,8 @@ C = TypeVar("C")
 
 #: The shipped presets: the repository's configs/ folder, or its copy inside an installed wheel.
 CONFIGS_DIR = shipped_dir("configs")
+#: Model architectures (constructor configs) that presets name, e.g. ``model.unet: unet_stage2``.
+MODELS_DIR = CONFIGS_DIR / "models"
 
 
 # ----------------------------------------------------------------------------------------------- building
@@ -131,9 +133,35 @@ def preset_path(stage: str | None, name: str) -> Path:
     raise ConfigError(f"unknown {stage or ''} preset '{name}'".replace("  ", " "), hint)
 
 
+def load_model_config(name: str, key: str, family: str) -> dict[str, Any]:
+    """The architecture a config key names: ``configs/models/<name>.yaml``, or ``name`` itself when it is a YAML
+    path. ``key`` (e.g. ``model.unet``) and the shipped ``<family>_*`` files make the error of an unknown name."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else MODELS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in MODELS_DIR.glob(f"{family}_*.yaml"))
+        raise ConfigError(f"{key} '{name}' not found", f"choose one of: {', '.join(choices)}")
+    return load_yaml(path)
+
+
 def list_presets(stage: str | None) -> list[str]:
     folder = CONFIGS_DIR / (stage or "")
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def changed_config_keys(previous: Mapping[str, Any], current: Mapping[str, Any],
+                        ignore: Iterable[str] = ()) -> list[str]:
+    """The top-level keys whose values differ between the config an output folder was made with (its
+    ``config.yaml``) and the one resolved now, leaving out ``ignore``: settings such as worker counts that do not
+    change what is written. Values compare in their JSON form, as a digest of the config would: the list that YAML
+    reads back equals the tuple it was written from."""
+    from lsync.manifest import json_digest
+
+    def value(config: Mapping[str, Any], key: str) -> str | None:  # absent differs from null, as in a digest
+        return json_digest([config[key]]) if key in config else None
+
+    ignore = set(ignore)
+    return sorted(key for key in set(previous) | set(current)
+                  if key not in ignore and value(previous, key) != value(current, key))
 
 
 def save_config_yaml(config: Any, path: str | Path) -> None:

@@ -113,12 +113,14 @@ def parse_variables(items: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def _variables(recipe_path: Path, defaults: Any, given: dict[str, str]) -> dict[str, str]:
+    """The recipe's ``vars:`` with the command line's ``--var`` values over them; a ``--var`` the recipe does not
+    declare is refused (a typo would otherwise leave the default in place without a word)."""
     if not isinstance(defaults, dict):
         raise ConfigError(f"vars in {recipe_path} must be a mapping of name: value", "write vars: {clips: 12}")
-    undeclared = sorted(set(given) - set(defaults))
-    if undeclared:
-        raise ConfigError(f"{recipe_path} has no variable {undeclared[0]!r}",
-                          f"choose one of: {', '.join(sorted(defaults)) or '(none)'}")
+    for name in sorted(given):
+        if name not in defaults:
+            raise ConfigError(f"{recipe_path} has no variable {name!r}",
+                              f"choose one of: {', '.join(sorted(defaults)) or '(none)'}")
     return {str(name): str(value) for name, value in {**defaults, **given}.items()}
 
 

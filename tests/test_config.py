@@ -9,8 +9,11 @@ from typing import Literal
 import pytest
 
 from lsync.config import (
+    MODELS_DIR,
+    changed_config_keys,
     config_from_dict,
     config_to_dict,
+    load_model_config,
     parse_override,
     resolve_config,
     save_config_yaml,
@@ -153,3 +156,26 @@ def test_a_choice_spelled_like_a_yaml_boolean_stays_the_word():
 
     assert resolve_config(Modes, None, None, None, {}, ("pipeline=off",)).pipeline == "off"
     assert resolve_config(Modes, None, None, None, {}, ("pipeline=on",)).pipeline == "on"
+
+
+def test_changed_config_keys_compare_what_config_yaml_reads_back(tmp_path):
+    config = resolve_config(ToyConfig, overrides=["sizes=[7, 8]"])
+    save_config_yaml(config, tmp_path / "config.yaml")
+    written = load_yaml(tmp_path / "config.yaml")
+    assert changed_config_keys(written, config_to_dict(config)) == []
+    later = config_to_dict(resolve_config(ToyConfig, overrides=["sizes=[7, 8]", "resolution=512", "loss.sync_weight=0"]))
+    assert changed_config_keys(written, later) == ["loss", "resolution"]
+    assert changed_config_keys(written, later, ignore=("resolution",)) == ["loss"]
+    assert changed_config_keys({"output": None}, {}) == ["output"]  # a key gone is a change, even from null
+
+
+@pytest.mark.parametrize("family, key", [("unet", "model.unet"), ("vae", "model.config"),
+                                         ("syncnet", "model.geometry")])
+def test_model_config_by_name_or_yaml_path(tmp_path, family, key):
+    shipped = sorted(MODELS_DIR.glob(f"{family}_*.yaml"))
+    assert load_model_config(shipped[0].stem, key, family) == load_yaml(shipped[0])
+    own = write(tmp_path / "own.yaml", "block_out_channels: [4, 8]\n")
+    assert load_model_config(str(own), key, family) == {"block_out_channels": [4, 8]}
+    with pytest.raises(ConfigError, match=f"{key} '{family}_none' not found") as raised:
+        load_model_config(f"{family}_none", key, family)
+    assert raised.value.fix == f"choose one of: {', '.join(p.stem for p in shipped)}"

@@ -306,13 +306,14 @@ class Engine:
     def _config(self, settings: JobSettings) -> InferConfig:
         return settings.apply(self.base)
 
-    @staticmethod
-    def _require(video: str | None, audio: str | None) -> tuple[Path, Path]:
+    def _single_job(self, video: str | None, audio: str | None,
+                    settings: JobSettings) -> tuple[Path, Path, InferConfig]:
+        """What a preview or a run starts from: both uploads (a missing one is the error) and the job's config."""
         if not video:
             raise UsageError("no video", "upload a video with a face")
         if not audio:
             raise UsageError("no audio", "upload the audio to lip-sync to (any file with sound)")
-        return Path(video), Path(audio)
+        return Path(video), Path(audio), self._config(settings)
 
     # ------------------------------------------------------------------------------------------ preview
     def preview(self, video: str | None, audio: str | None, settings: JobSettings, at_seconds: float | None,
@@ -323,8 +324,7 @@ class Engine:
         folder = None
         report = ProgressReporter(sink)
         try:
-            video_path, audio_path = self._require(video, audio)
-            config = self._config(settings)
+            video_path, audio_path, config = self._single_job(video, audio, settings)
             at = _number("preview time", at_seconds if at_seconds is not None else 0.0, float, low=0.0)
             models = self.models.get(config, report)
             started = time.perf_counter()
@@ -350,8 +350,7 @@ class Engine:
         folder = None
         report = ProgressReporter(sink)
         try:
-            video_path, audio_path = self._require(video, audio)
-            config = self._config(settings)
+            video_path, audio_path, config = self._single_job(video, audio, settings)
             models = self.models.get(config, report)
             folder = new_job_folder(self.out_dir, "run")
             entry = run(video_path, audio_path, folder, config, models=models, on_progress=report)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lsync.cli_options import CONTEXT, face_options, verbosity_options
+from lsync.cli_options import CONTEXT, face_options, syncnet_options, verbosity_options
 
 
 @click.group("eval", context_settings=CONTEXT)
@@ -26,10 +26,7 @@ def evaluate() -> None:
               help="Frames searched on each side for the offset accuracy.")
 @click.option("--offset-stride", type=click.IntRange(min=1), default=4, show_default=True,
               help="Frames between the video windows of the offset search.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=2), help="Face size (default: the run's).")
-@click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
-              help="Towers of a bare weights file such as stable_syncnet.pt (configs/models/<name>.yaml).")
+@syncnet_options
 @click.option("--cpu", is_flag=True, help="Evaluate on the CPU even with a GPU.")
 @verbosity_options
 def syncnet(model: Path, data_dir: Path, split: str, out: Path | None, pairs: int, max_offset: int,
@@ -62,11 +59,7 @@ def syncnet(model: Path, data_dir: Path, split: str, out: Path | None, pairs: in
 def _metric_options(func):
     func = click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")(func)
     func = click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")(func)
-    func = click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
-                        help="Towers of a bare stable_syncnet.pt (configs/models/<name>.yaml).")(func)
-    func = click.option("--image-size", type=click.IntRange(min=2),
-                        help="StableSyncNet face size (default: the run's).")(func)
-    func = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(func)
+    func = syncnet_options(func)
     func = click.option("--max-offset", type=click.IntRange(min=1), default=15, show_default=True,
                         help="Frames searched on each side.")(func)
     func = click.option("--metric", type=click.Choice(["stable", "syncnet-v2"]), default="stable", show_default=True,
@@ -78,13 +71,14 @@ def _metric_options(func):
 @evaluate.command("sync", context_settings=CONTEXT)
 @click.argument("inputs", type=click.Path(path_type=Path), metavar="VIDEO_OR_DIR")
 @click.option("--syncnet", required=True, metavar="RUN_OR_CKPT",
-              help="A `lsync train syncnet` run, a checkpoint dir, stable_syncnet.pt, or syncnet_v2.model.")
+              help="A `lsync train syncnet` run, a checkpoint dir, stable_syncnet.pt, or syncnet_v2.model "
+                   "(also what --face-select speaker scores faces with).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for results.json and lsync.json (kind eval).")
 @click.option("--split", help="Data directories: only this split (default: all clips).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of a table.")
 @_metric_options
-@face_options
+@face_options(syncnet=False)
 @verbosity_options
 def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_json: bool, metric: str,
          max_offset: int, batch_size: int, image_size: int | None, geometry: str, device: str | None,
@@ -98,8 +92,10 @@ def sync(inputs: Path, syncnet: str, out: Path | None, split: str | None, as_jso
     from lsync.stages.eval_sync import EvalSyncConfig
     from lsync.stages.eval_sync import evaluate as evaluate_sync
 
+    # --face-select speaker picks faces with the SyncNet that scores them
     config = EvalSyncConfig(metric=metric, max_offset=max_offset, split=split, batch_size=batch_size,
                             image_size=image_size, geometry=geometry, device=device, threads=threads,
+                            syncnet=syncnet, speaker_metric=metric,
                             **{key: value for key, value in face.items() if value is not None})
     result = evaluate_sync(inputs, syncnet, config, out)
     _show(result, as_json, f"sync of {inputs} ({metric}: {result['summary']['distance']})",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lsync.cli_options import CONTEXT, verbosity_options
+from lsync.cli_options import CONTEXT, syncnet_options, verbosity_options
 
 
 @click.group("filter", context_settings=CONTEXT)
@@ -29,10 +29,7 @@ def filter_group() -> None:
               help="Keep clips whose audio is at most this many frames off (it is then shifted to 0).")
 @click.option("--search-offset", type=click.IntRange(min=1), default=15, show_default=True,
               help="Frames searched on each side.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=2), help="StableSyncNet face size (default: the run's).")
-@click.option("--geometry", default="syncnet_16_pixel_attn", show_default=True,
-              help="Towers of a bare stable_syncnet.pt (configs/models/<name>.yaml).")
+@syncnet_options
 @click.option("--crf", type=click.IntRange(min=0, max=51),
               help="H.264 quality of shifted clips (default: the input's).")
 @click.option("--device", help="cpu, cuda, cuda:1 ...  [default: cuda when present].")

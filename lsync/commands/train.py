@@ -3,6 +3,7 @@ expert) and ``unet`` (the lip-sync U-Net)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -41,61 +42,57 @@ def loop_options(func):
     return func
 
 
-@train.command("vae", context_settings=CONTEXT)
-@click.argument("data_dir", type=click.Path(path_type=Path))
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", default="tiny", show_default=True, help="configs/vae/<name>.yaml (tiny) or a YAML path.")
-@click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
-              help="Fine-tune from this VAE (a diffusers folder or a finished lsync train vae run).")
+def trainer_command(name: str, preset: str, presets: str, init: str):
+    """``lsync train <name> DATA_DIR RUN_DIR``: ``--preset`` (default ``preset``; ``presets`` names the shipped
+    ones) and ``--init`` (``init`` says what it fine-tunes from), then the decorators below this one."""
+    arguments = [
+        click.argument("data_dir", type=click.Path(path_type=Path)),
+        click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path)),
+        click.option("--preset", default=preset, show_default=True,
+                     help=f"configs/{name}/<name>.yaml ({presets}) or a YAML path."),
+        click.option("--init", "init", type=click.Path(exists=True, path_type=Path), help=init),
+    ]
+
+    def decorate(func):
+        for argument in reversed(arguments):
+            func = argument(func)
+        return train.command(name, context_settings=CONTEXT)(func)
+    return decorate
+
+
+def trainer_options(func):
+    """What every trainer takes after its own options: the loop flags, ``--config``/``--set`` and ``-q``/``-v``."""
+    return loop_options(config_options(verbosity_options(func)))
+
+
+@trainer_command("vae", "tiny", "tiny",
+                 init="Fine-tune from this VAE (a diffusers folder or a finished lsync train vae run).")
 @click.option("--resolution", "model__resolution", type=click.IntRange(min=8), help="Face size in pixels.")
-@loop_options
-@config_options
-@verbosity_options
-def vae(data_dir: Path, run_dir: Path, preset: str, init: Path | None, resume: str, config_file: Path | None,
-        overrides: tuple[str, ...], **flags) -> None:
+@trainer_options
+def vae(data_dir: Path, run_dir: Path, **options) -> None:
     """Train the image autoencoder of small latent-diffusion models on a data directory's faces into RUN_DIR."""
-    from lsync.config import resolve_config
     from lsync.stages.train_vae import TrainVAEConfig, run
 
-    config = resolve_config(TrainVAEConfig, "vae", preset, config_file, dotted(flags, init=init), overrides)
-    summary = run(data_dir, run_dir, config, resume=resume)
-    if summary is not None:
-        _print_summary(run_dir, summary, VAE_SUMMARY_KEYS)
+    _train(TrainVAEConfig, run, "vae", data_dir, run_dir, VAE_SUMMARY_KEYS, **options)
 
 
-@train.command("syncnet", context_settings=CONTEXT)
-@click.argument("data_dir", type=click.Path(path_type=Path))
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", default="16_pixel_attn", show_default=True,
-              help="configs/syncnet/<name>.yaml (16_pixel_attn, 16_pixel, tiny) or a YAML path.")
-@click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
-              help="Fine-tune from these weights (stable_syncnet.pt, safetensors or a checkpoint directory).")
+@trainer_command("syncnet", "16_pixel_attn", "16_pixel_attn, 16_pixel, tiny",
+                 init="Fine-tune from these weights (stable_syncnet.pt, safetensors or a checkpoint directory).")
 @click.option("--min-offset", "data__min_offset", type=click.IntRange(min=1),
               help="Frames between a same-clip negative's audio and its video.")
-@loop_options
-@config_options
-@verbosity_options
-def syncnet(data_dir: Path, run_dir: Path, preset: str, init: Path | None, resume: str, config_file: Path | None,
-            overrides: tuple[str, ...], **flags) -> None:
+@trainer_options
+def syncnet(data_dir: Path, run_dir: Path, **options) -> None:
     """Train the audio-visual sync expert on a data directory (lsync preprocess) into RUN_DIR."""
-    from lsync.config import resolve_config
     from lsync.stages.train_syncnet import TrainSyncNetConfig, run
 
-    config = resolve_config(TrainSyncNetConfig, "syncnet", preset, config_file, dotted(flags, init=init), overrides)
-    summary = run(data_dir, run_dir, config, resume=resume)
-    if summary is not None:  # the main process of a distributed run reports
-        _print_summary(run_dir, summary)
+    _train(TrainSyncNetConfig, run, "syncnet", data_dir, run_dir, SYNCNET_SUMMARY_KEYS, **options)
 
 
-@train.command("unet", context_settings=CONTEXT)
-@click.argument("data_dir", type=click.Path(path_type=Path))
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", default="stage2", show_default=True,
-              help="configs/unet/<name>.yaml (stage1, stage2, stage2_efficient, their _512 variants, tiny) or a YAML.")
+@trainer_command("unet", "stage2", "stage1, stage2, stage2_efficient, their _512 variants, tiny",
+                 init="Start from these U-Net weights (latentsync_unet.pt, safetensors, a run or checkpoint "
+                      "directory).")
 @click.option("--syncnet", "syncnet", type=click.Path(exists=True, path_type=Path),
               help="Frozen SyncNet of the sync loss: an lsync train syncnet run, a checkpoint, or stable_syncnet.pt.")
-@click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
-              help="Start from these U-Net weights (latentsync_unet.pt, safetensors, a run or checkpoint directory).")
 @click.option("--allow-partial", "allow_partial", is_flag=True, default=None,
               help="Let --init fill only part of the U-Net; what it leaves at its initial value is printed.")
 @click.option("--vae", "model__vae", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -114,19 +111,12 @@ def syncnet(data_dir: Path, run_dir: Path, preset: str, init: Path | None, resum
 @click.option("--ema/--no-ema", "train__ema", default=None, help="Keep an EMA of the trainable weights.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", "train__gradient_checkpointing", default=None,
               help="Recompute U-Net activations in backward (less memory, more time).")
-@loop_options
-@config_options
-@verbosity_options
-def unet(data_dir: Path, run_dir: Path, preset: str, resume: str, config_file: Path | None,
-         overrides: tuple[str, ...], **flags) -> None:
+@trainer_options
+def unet(data_dir: Path, run_dir: Path, **options) -> None:
     """Train the lip-sync U-Net on a data directory (lsync preprocess) into RUN_DIR."""
-    from lsync.config import resolve_config
     from lsync.stages.train_unet import TrainUNetConfig, run
 
-    config = resolve_config(TrainUNetConfig, "unet", preset, config_file, dotted(flags), overrides)
-    summary = run(data_dir, run_dir, config, resume=resume)
-    if summary is not None:
-        _print_summary(run_dir, summary, UNET_SUMMARY_KEYS)
+    _train(TrainUNetConfig, run, "unet", data_dir, run_dir, UNET_SUMMARY_KEYS, **options)
 
 
 #: Columns of the table printed at the end of `lsync train unet`.
@@ -138,13 +128,30 @@ SYNCNET_SUMMARY_KEYS = ("steps", "epoch", "train/loss", "train/accuracy", "val/l
                         "checkpoint")
 
 
+def _train(config_class: type, run: Callable[..., dict | None], stage: str, data_dir: Path, run_dir: Path,
+           columns: tuple[str, ...], preset: str, resume: str, config_file: Path | None, overrides: tuple[str, ...],
+           **flags) -> None:
+    """Resolve a trainer's config (defaults < preset of ``configs/<stage>/`` or --config < flags < --set), train,
+    and print the final metrics in ``columns``.
+
+    ``flags`` are the options named after config keys (``train__lr``, ``init``). Only the main process of a
+    distributed run gets a summary back, so only it prints one.
+    """
+    from lsync.config import resolve_config
+
+    config = resolve_config(config_class, stage, preset, config_file, dotted(flags), overrides)
+    summary = run(data_dir, run_dir, config, resume=resume)
+    if summary is not None:
+        _print_summary(run_dir, summary, columns)
+
+
 def dotted(flags: dict, **extra) -> dict:
     """Click names ``train__max_steps`` -> config keys ``train.max_steps``; paths become strings."""
     out = {key.replace("__", "."): value for key, value in {**flags, **extra}.items()}
     return {key: str(value) if isinstance(value, Path) else value for key, value in out.items()}
 
 
-def _print_summary(run_dir: Path, summary: dict, columns: tuple[str, ...] = SYNCNET_SUMMARY_KEYS) -> None:
+def _print_summary(run_dir: Path, summary: dict, columns: tuple[str, ...]) -> None:
     from rich.table import Table
 
     from lsync.console import result_console

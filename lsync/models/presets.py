@@ -15,10 +15,9 @@ from typing import Any
 import torch
 import yaml
 
-from lsync.config import CONFIGS_DIR
+from lsync.config import MODELS_DIR
 from lsync.weights import PRESET_RESOLUTION, resolve_weights
 
-MODELS_DIR = CONFIGS_DIR / "models"
 #: A U-Net architecture file beside ``latentsync_unet.pt`` (the reference's ``model:`` keys as JSON).
 UNET_CONFIG_NAME = "unet_config.json"
 

@@ -18,7 +18,7 @@ import torch
 import yaml
 from diffusers import AutoencoderKL
 
-from lsync.config import CONFIGS_DIR
+from lsync.config import MODELS_DIR
 from lsync.errors import InputError
 
 SCALING_FACTOR = 0.18215  # SD's, and the default of a config without one
@@ -47,7 +47,7 @@ def load_vae(folder: str | Path | None = None, config: str | Path | dict | None 
         vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
     else:
         if config is None or isinstance(config, (str, Path)):
-            path = Path(config) if config is not None else CONFIGS_DIR / "models" / "vae_tiny.yaml"
+            path = Path(config) if config is not None else MODELS_DIR / "vae_tiny.yaml"
             config = yaml.safe_load(path.read_text())
         vae = AutoencoderKL.from_config(config)
     vae.requires_grad_(False)

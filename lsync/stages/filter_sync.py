@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lsync.config import config_to_dict, load_yaml, save_config_yaml
+from lsync.config import changed_config_keys, config_to_dict, load_yaml, save_config_yaml
 from lsync.console import get_logger, progress
 from lsync.errors import InputError, UsageError
 from lsync.manifest import (
@@ -51,7 +51,6 @@ from lsync.manifest import (
     atomic_write_json,
     describe_input,
     directory_digest,
-    json_digest,
     read_manifest,
     read_records,
     remove_temp_debris,
@@ -267,10 +266,6 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 5)
 
 
-def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
-
-
 def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool,
                             provenance: dict[str, Any]) -> None:
     """One config and one (data, SyncNet) pair per output directory: a rerun with another config, other input
@@ -292,10 +287,9 @@ def _check_or_record_config(out_dir: Path, config: FilterSyncConfig, force: bool
                              "use another output directory, or --force to discard it and start over")
         _clear_outputs(out_dir)
         previous = None
-    if previous is not None and json_digest(_comparable(previous)) != json_digest(_comparable(current)):
+    changed = changed_config_keys(previous, current, ignore=RUNTIME_KEYS) if previous is not None else []
+    if changed:
         if not force:
-            changed = sorted(k for k in set(previous) | set(current)
-                             if k not in RUNTIME_KEYS and previous.get(k) != current.get(k))
             raise UsageError(f"{out_dir} was filtered with a different config ({', '.join(changed)} differ)",
                              "use another output directory, or --force to discard it and start over")
         _clear_outputs(out_dir)

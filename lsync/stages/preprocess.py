@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from lsync.config import config_to_dict, load_yaml, save_config_yaml
+from lsync.config import changed_config_keys, config_to_dict, load_yaml, save_config_yaml
 from lsync.console import get_logger, progress
 from lsync.data.layout import (
     CLIPS_DIR,
@@ -65,7 +65,6 @@ from lsync.manifest import (
     TEMP_PREFIX,
     RecordWriter,
     atomic_output,
-    json_digest,
     quick_file_digest,
     read_records,
     remove_temp_debris,
@@ -466,20 +465,14 @@ def _source_digest(path: Path) -> str:
         return "unreadable"
 
 
-def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
-
-
 def _check_or_record_config(out_dir: Path, config: PreprocessConfig, force: bool) -> None:
     """Refuse to mix outputs of two configs in one directory, unless ``--force`` (which starts over)."""
     path = out_dir / CONFIG_FILE
     current = config_to_dict(config)
     if path.is_file():
-        previous = load_yaml(path)
-        if json_digest(_comparable(previous)) != json_digest(_comparable(current)):
+        changed = changed_config_keys(load_yaml(path), current, ignore=RUNTIME_KEYS)
+        if changed:
             if not force:
-                changed = sorted(k for k in set(previous) | set(current)
-                                 if k not in RUNTIME_KEYS and previous.get(k) != current.get(k))
                 raise UsageError(f"{out_dir} was made with a different config ({', '.join(changed)} differ)",
                                  "use another output directory, or --force to discard it and start over")
             _clear_outputs(out_dir)

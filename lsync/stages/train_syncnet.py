@@ -18,11 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lsync.config import config_to_dict
-from lsync.console import get_logger, say
-from lsync.manifest import describe_input, write_manifest
+from lsync.console import get_logger
+from lsync.manifest import describe_input
 from lsync.training.plateau import ChancePlateau
-from lsync.training.run_dir import prepare_run_dir, run_summary
+from lsync.training.run_dir import fit_and_record, prepare_run_dir
 from lsync.training.syncnet_recipe import (
     NUM_FRAMES,
     TrainSyncNetConfig,
@@ -62,7 +61,6 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
     Ctrl-C stops after the current step with a checkpoint and raises ``KeyboardInterrupt``.
     """
     from lsync.data.syncnet_dataset import SyncNetDataset, evaluation_keys, load_clips, read_clip_records
-    from lsync.training import checkpointing as ckpt
     from lsync.training.accelerate_setup import make_accelerator
     from lsync.training.loop import Trainer
     from lsync.training.seeding import seed_everything
@@ -110,26 +108,14 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
     plateau = ChancePlateau(config.plateau.steps, config.plateau.band, plateau_hints(config))
     trainer = Trainer(run_dir, model, towers, config.train, train_set, step, validate_fn=validate,
                       accelerator=accelerator, description="syncnet", on_step_end=on_step_end)
-    if accelerator.is_main_process:
-        say(f"syncnet: {len(train_clips)} train clips ({len(train_set)} windows), {len(val_clips)} val clips; "
-            f"global batch {trainer.global_batch_size} on {accelerator.num_processes} x {accelerator.device} "
-            f"({accelerator.mixed_precision})")
-    result = trainer.fit(resume_from)
-    if result.stopped == "interrupted":
-        if accelerator.is_main_process:
-            say(f"[yellow]interrupted[/] at step {result.step}; checkpoint {result.checkpoint}")
-        raise KeyboardInterrupt
 
-    summary = None
-    if accelerator.is_main_process:
-        summary = run_summary(run_dir, result)
-        latest = ckpt.latest_checkpoint(run_dir)
-        summary["checkpoint"] = str(latest.relative_to(run_dir)) if latest else None
+    def add_plateaus(summary: dict[str, Any]) -> None:  # lsync.json keeps every stretch of validation at chance
         if plateau.reports:
             summary["chance_plateaus"] = plateau.reports
-        write_manifest(run_dir, RUN_KIND, config_to_dict(config), inputs=[describe_input(data_dir)], summary=summary)
-    accelerator.wait_for_everyone()
-    return summary
+
+    about = f"{len(train_clips)} train clips ({len(train_set)} windows), {len(val_clips)} val clips"
+    return fit_and_record(trainer, resume_from, about, RUN_KIND, config, lambda: [describe_input(data_dir)],
+                          finish=add_plateaus)
 
 
 def _val_records(data_dir: Path) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from lsync.config import CONFIGS_DIR, config_to_dict, load_yaml
+from lsync.config import load_model_config
 from lsync.console import get_logger, say
 from lsync.errors import CheckpointError, ConfigError, InputError
 from lsync.stages.train_unet_val import SyncScorer, ValidationSection
@@ -103,12 +103,7 @@ class TrainUNetConfig:
 # ----------------------------------------------------------------------------------------------- models
 def unet_config(section: UNetModelSection) -> dict[str, Any]:
     """The U-Net constructor config: the named file with ``unet_overrides`` applied."""
-    name = section.unet
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "models" / f"{name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.stem for p in (CONFIGS_DIR / "models").glob("unet_*.yaml"))
-        raise ConfigError(f"model.unet '{name}' not found", f"choose one of: {', '.join(choices)}")
-    return {**load_yaml(path), **section.unet_overrides}
+    return {**load_model_config(section.unet, "model.unet", "unet"), **section.unet_overrides}
 
 
 def check_resolution(resolution: int, config: dict[str, Any]) -> None:
@@ -292,11 +287,10 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
     """
     from lsync.data.unet_dataset import UNetDataset, collate_unet_batch, load_clips
     from lsync.diffusion import make_scheduler
-    from lsync.manifest import write_manifest
     from lsync.stages.train_unet_step import UNetTrainingStep
     from lsync.training.accelerate_setup import make_accelerator
     from lsync.training.loop import Trainer
-    from lsync.training.run_dir import prepare_run_dir, run_summary
+    from lsync.training.run_dir import fit_and_record, prepare_run_dir
     from lsync.training.seeding import seed_everything
     from lsync.training.trainable import set_gradient_checkpointing
 
@@ -349,22 +343,9 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
                       collate_fn=collate_unet_batch, accelerator=accelerator, description="unet",
                       on_step_end=on_step_end)
     holder["trainer"] = trainer
-    if accelerator.is_main_process:
-        say(f"unet: {len(train_set.clips)} train clips, losses {', '.join(weights.active())}; global batch "
-            f"{trainer.global_batch_size} on {accelerator.num_processes} x {device} ({accelerator.mixed_precision})"
-            + (f"; validation: {validate.describe()}" if validate is not None else ""))
-    result = trainer.fit(resume_from)
-    if result.stopped == "interrupted":
-        if accelerator.is_main_process:
-            say(f"[yellow]interrupted[/] at step {result.step}; checkpoint {result.checkpoint}")
-        raise KeyboardInterrupt
-
-    summary = None
-    if accelerator.is_main_process:
-        summary = run_summary(run_dir, result)
-        write_manifest(run_dir, RUN_KIND, config_to_dict(config), inputs=_inputs(data_dir, config), summary=summary)
-    accelerator.wait_for_everyone()
-    return summary
+    about = f"{len(train_set.clips)} train clips, losses {', '.join(weights.active())}" + (
+        f"; validation: {validate.describe()}" if validate is not None else "")
+    return fit_and_record(trainer, resume_from, about, RUN_KIND, config, lambda: _inputs(data_dir, config))
 
 
 def keep_vae_copy(vae: str | Path, run_dir: Path, resumed: bool) -> Path:

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsync.config import CONFIGS_DIR, config_to_dict, load_yaml
-from lsync.console import get_logger, say
+from lsync.config import load_model_config
+from lsync.console import get_logger
 from lsync.errors import ConfigError, InputError
 from lsync.training.loop import LoopConfig
 
@@ -77,12 +77,7 @@ class TrainVAEConfig:
 
 # ----------------------------------------------------------------------------------------------- the model
 def vae_config(section: VAEModelSection) -> dict[str, Any]:
-    name = section.config
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "models" / f"{name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.stem for p in (CONFIGS_DIR / "models").glob("vae_*.yaml"))
-        raise ConfigError(f"model.config '{name}' not found", f"choose one of: {', '.join(choices)}")
-    config = load_yaml(path)
+    config = load_model_config(section.config, "model.config", "vae")
     factor = 2 ** (len(config.get("block_out_channels", [])) - 1)
     if section.resolution % max(factor, 1) or section.resolution < factor:
         raise ConfigError(f"model.resolution={section.resolution} is not a multiple of the VAE's {factor}x "
@@ -228,11 +223,11 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainVAEConfig, resum
     the other processes of a distributed run). ``resume`` as in :func:`lsync.stages.train_syncnet.run`."""
     from lsync.data.frame_dataset import FrameDataset
     from lsync.data.unet_dataset import load_clips
-    from lsync.manifest import describe_input, write_manifest
+    from lsync.manifest import describe_input
     from lsync.models.vae import EXPORT_DIR
     from lsync.training.accelerate_setup import make_accelerator
     from lsync.training.loop import Trainer
-    from lsync.training.run_dir import prepare_run_dir, run_summary
+    from lsync.training.run_dir import fit_and_record, prepare_run_dir
     from lsync.training.seeding import seed_everything
 
     data_dir, run_dir = Path(data_dir), Path(run_dir)
@@ -265,24 +260,15 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainVAEConfig, resum
     trainer = Trainer(run_dir, vae, model_config, config.train, train_set, step, validate_fn=validate,
                       accelerator=accelerator, description="vae", on_step_end=on_step_end)
     holder["trainer"] = trainer
-    if accelerator.is_main_process:
-        say(f"vae: {len(train_set)} train frames of {len(train_set.records)} clips at {resolution} px; global "
-            f"batch {trainer.global_batch_size} on {accelerator.num_processes} x {device} "
-            f"({accelerator.mixed_precision})")
-    result = trainer.fit(resume_from)
-    if result.stopped == "interrupted":
-        if accelerator.is_main_process:
-            say(f"[yellow]interrupted[/] at step {result.step}; checkpoint {result.checkpoint}")
-        raise KeyboardInterrupt
 
-    summary = None
-    if accelerator.is_main_process:
+    def export(summary: dict[str, Any]) -> None:
+        """The trained VAE as the diffusers folder ``vae/``, with the latent scale measured on the train frames."""
         vae.eval()  # the trained weights (the trainer's wrapper, if any, shares them)
         scale, shift = measure_latent_scale(vae, train_set, device)
         export_vae(vae, run_dir / EXPORT_DIR, scale, shift)
-        summary = run_summary(run_dir, result)
         summary.update(scaling_factor=round(scale, 6), shift_factor=round(shift, 6), resolution=resolution,
                        vae=EXPORT_DIR)
-        write_manifest(run_dir, RUN_KIND, config_to_dict(config), inputs=[describe_input(data_dir)], summary=summary)
-    accelerator.wait_for_everyone()
-    return summary
+
+    about = f"{len(train_set)} train frames of {len(train_set.records)} clips at {resolution} px"
+    return fit_and_record(trainer, resume_from, about, RUN_KIND, config, lambda: [describe_input(data_dir)],
+                          finish=export)

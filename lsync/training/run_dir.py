@@ -1,17 +1,18 @@
 """The run directory every trainer keeps: ``config.yaml`` written at the start, resume only with the same config,
-and the summary of final metrics that goes into ``lsync.json``."""
+and, once the run reaches its end, ``lsync.json`` with the summary of final metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from lsync.config import config_from_dict, config_to_dict, load_yaml, save_config_yaml
+from lsync.console import say
 from lsync.errors import ConfigError, UsageError
-from lsync.manifest import MANIFEST_NAME, read_records
+from lsync.manifest import MANIFEST_NAME, read_records, write_manifest
 from lsync.training import checkpointing as ckpt
-from lsync.training.loop import RESUMABLE_KEYS
+from lsync.training.loop import RESUMABLE_KEYS, Trainer
 from lsync.training.metrics import METRICS_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -67,3 +68,35 @@ def run_summary(run_dir: Path, result) -> dict[str, Any]:
     latest = ckpt.latest_checkpoint(run_dir)
     last["checkpoint"] = str(latest.relative_to(run_dir)) if latest else None
     return last
+
+
+def fit_and_record(trainer: Trainer, resume_from: Path | None, about: str, kind: str, config: Any,
+                   inputs: Callable[[], list[dict[str, Any]]],
+                   finish: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """Train to the end of the run's budget, then write ``lsync.json`` (``kind``, the resolved ``config``,
+    ``inputs()`` and the :func:`run_summary`); returns that summary.
+
+    The main process says what it trains on (``about``, after the trainer's description), then, once training is
+    done, runs ``finish(summary)`` (exports, extra summary entries) and takes the input digests; the other processes
+    of a distributed run wait for it and return ``None``. On Ctrl-C the trainer has checkpointed its last step: say
+    where and raise ``KeyboardInterrupt``, leaving no ``lsync.json``, since the run is not complete until a resume
+    takes it to its end.
+    """
+    acc = trainer.accelerator
+    if trainer.is_main_process:
+        say(f"{trainer.description}: {about}; global batch {trainer.global_batch_size} on {acc.num_processes} x "
+            f"{acc.device} ({acc.mixed_precision})")
+    result = trainer.fit(resume_from)
+    if result.stopped == "interrupted":
+        if trainer.is_main_process:
+            say(f"[yellow]interrupted[/] at step {result.step}; checkpoint {result.checkpoint}")
+        raise KeyboardInterrupt
+
+    summary = None
+    if trainer.is_main_process:
+        summary = run_summary(trainer.run_dir, result)
+        if finish is not None:
+            finish(summary)
+        write_manifest(trainer.run_dir, kind, config_to_dict(config), inputs=inputs(), summary=summary)
+    acc.wait_for_everyone()
+    return summary

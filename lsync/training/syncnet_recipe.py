@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsync.config import CONFIGS_DIR, config_from_dict, load_yaml
+from lsync.config import config_from_dict, load_model_config, load_yaml
 from lsync.errors import ConfigError, InputError
 from lsync.training.loop import LoopConfig
 from lsync.training.run_dir import CONFIG_FILE
@@ -77,12 +77,7 @@ class TrainSyncNetConfig:
 # ----------------------------------------------------------------------------------------------- the model
 def model_config(section: SyncNetModelSection) -> dict[str, Any]:
     """The StableSyncNet constructor dict: the embedded towers, or those of the named geometry file."""
-    name = section.geometry
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "models" / f"{name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.stem for p in (CONFIGS_DIR / "models").glob("syncnet_*.yaml"))
-        raise ConfigError(f"model.geometry '{name}' not found", f"choose one of: {', '.join(choices)}")
-    geometry = load_yaml(path)
+    geometry = load_model_config(section.geometry, "model.geometry", "syncnet")
     towers = {k: geometry[k] for k in ("audio_encoder", "visual_encoder") if k in geometry}
     for key in ("audio_encoder", "visual_encoder"):  # an embedded tower overrides the file's
         if getattr(section, key) is not None:

@@ -1,4 +1,5 @@
-"""The shared Trainer on a toy regression: exact resume, Ctrl-C, accumulation, budgets, pruning, metrics."""
+"""The shared Trainer on a toy regression: exact resume, Ctrl-C, accumulation, budgets, pruning, metrics, and the
+end of a run that every stage shares (``lsync.json`` only once the run is complete)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from lsync.config import config_to_dict
 from lsync.errors import InputError
-from lsync.manifest import read_records
+from lsync.manifest import MANIFEST_NAME, describe_input, read_manifest, read_records
 from lsync.training.checkpointing import latest_checkpoint, list_checkpoints, load_training_state
 from lsync.training.loop import LoopConfig, Trainer, lr_factor
+from lsync.training.run_dir import fit_and_record
 from lsync.training.sampling import SampleKey
 from lsync.training.seeding import sample_rng, seed_everything
 
@@ -135,6 +138,32 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGINT) is handler_before
     again = make_trainer(tmp_path).fit(latest_checkpoint(tmp_path))
     assert again.step == 6 and again.stopped == "max_steps"
+
+
+def test_fit_and_record_writes_lsync_json_only_when_the_run_is_complete(tmp_path):
+    data = tmp_path / "toy data.txt"
+    data.write_text("the inputs", encoding="utf-8")
+
+    def press_ctrl_c(trainer, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def inputs():
+        return [describe_input(data)]
+
+    interrupted = make_trainer(tmp_path, on_step_end=press_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        fit_and_record(interrupted, None, "toy data", "syncnet-run", interrupted.config, inputs)
+    assert not (tmp_path / MANIFEST_NAME).exists()
+
+    resumed = make_trainer(tmp_path)
+    summary = fit_and_record(resumed, latest_checkpoint(tmp_path), "toy data", "syncnet-run", resumed.config, inputs,
+                             finish=lambda summary: summary.update(exported="model/"))
+    manifest = read_manifest(tmp_path, kind="syncnet-run")
+    assert manifest["summary"] == summary and manifest["config"] == config_to_dict(resumed.config)
+    assert summary["steps"] == 6 and summary["stopped"] == "max_steps" and summary["exported"] == "model/"
+    assert summary["checkpoint"] == str(latest_checkpoint(tmp_path).relative_to(tmp_path))
+    assert [entry["path"] for entry in manifest["inputs"]] == [str(data.resolve())]
 
 
 def test_accumulation_matches_one_big_batch(tmp_path):
