@@ -57,6 +57,16 @@ def lsync(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lsync", *args], capture_output=True, text=True, check=False)
 
 
+def demo_guidance() -> float:
+    """The classifier-free guidance the demo's ``video`` step uses (``vars.guidance`` of the shipped recipe)."""
+    import yaml
+
+    from lsync.package_data import shipped_dir
+
+    recipe = yaml.safe_load((shipped_dir("pipelines") / "demo.yaml").read_text(encoding="utf-8"))
+    return float(recipe["vars"]["guidance"])
+
+
 def run_setting(setting: Setting, workdir: Path, out_root: Path, guidance: float, seed: int) -> dict:
     out_dir = out_root / setting.name
     tic = time.perf_counter()
@@ -103,7 +113,8 @@ def add_differences(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("lsync-demo"), help="a finished lsync demo workdir")
-    parser.add_argument("--guidance", type=float, default=3.0, help="as the demo's video step (pipelines/demo.yaml)")
+    parser.add_argument("--guidance", type=float, default=demo_guidance(),
+                        help="default: the demo recipe's (pipelines/demo.yaml vars.guidance), as its video step")
     parser.add_argument("--seed", type=int, default=1247)
     parser.add_argument("--settings", help="comma-separated names (default: all): " + ", ".join(s.name for s in SETTINGS))
     parser.add_argument("--out", type=Path, help="also write the JSON here")

@@ -177,3 +177,19 @@ def test_syncnet_ablation_rows_start_at_the_old_recipe_and_end_at_the_shipped_pr
     assert before.loss.logit_scale is None and before.train.num_workers == 1
     assert bench.parse_marks("5,10,15", 15) == [5, 10, 15]
     assert bench.parse_marks("5,10,15", 8) == [5, 8]
+
+
+# ------------------------------------------------------------------------------------ infer_settings.py
+def test_infer_settings_follows_the_demo_recipe_and_refuses_an_unfinished_workdir(tmp_path):
+    """The settings benchmark renders with the demo's own guidance, and names the step to run first."""
+    import yaml
+
+    module = _load("bench_infer_settings", REPO_ROOT / "benchmarks" / "infer_settings.py")
+    recipe = yaml.safe_load((REPO_ROOT / "pipelines" / "demo.yaml").read_text(encoding="utf-8"))
+    assert module.demo_guidance() == float(recipe["vars"]["guidance"])
+    assert module.SETTINGS[0].name == module.REFERENCE  # the exact path every difference is taken against
+
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "infer_settings.py"),
+                           "--workdir", str(tmp_path / "no demo")], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "lsync demo --workdir" in proc.stderr and "no demo" in proc.stderr
