@@ -151,11 +151,11 @@ class SyncNetDataset(Dataset):
 
     def __init__(self, clips: Sequence[ClipFeatures], seed: int, num_frames: int = 16, min_offset: int = 5,
                  other_clip_negatives: float = 0.5, positive_fraction: float = 0.5, window_stride: int = 1):
-        if min_offset < 1:
-            raise InputError(f"min_offset must be at least 1 frame, got {min_offset}", "use --min-offset 1 or more")
         self.clips = list(clips)
         self.seed = seed
         self.num_frames = num_frames
+        if min_offset < 1:
+            raise InputError(f"min_offset must be at least 1 frame, got {min_offset}", "use --min-offset 1 or more")
         self.min_offset = min_offset
         self.other_clip_negatives = other_clip_negatives
         self.positive_fraction = positive_fraction

@@ -90,19 +90,13 @@ class Track:
 
     @property
     def start(self) -> int:
+        """First frame of the track."""
         return self.segment.start
 
     @property
     def end(self) -> int:
+        """One past its last frame (tracks are half-open ranges, as slices)."""
         return self.segment.end
-
-    @property
-    def detected(self) -> int:
-        return int((~self.segment.interpolated).sum())
-
-    @property
-    def mean_box(self) -> np.ndarray:
-        return self.segment.bboxes.mean(axis=0)
 
     @property
     def size(self) -> float:
@@ -117,8 +111,10 @@ class Track:
 
     def summary(self) -> dict[str, Any]:
         """What ``--list-faces`` prints and ``lsync.json`` records."""
+        detected = int((~self.segment.interpolated).sum())  # the other frames were interpolated over a gap
+        mean_box = self.segment.bboxes.mean(axis=0)
         return {"id": self.id, "start": self.start, "end": self.end, "frames": len(self.segment),
-                "detected_frames": self.detected, "mean_box": [round(float(v), 1) for v in self.mean_box],
+                "detected_frames": detected, "mean_box": [round(float(v), 1) for v in mean_box],
                 "size_px": round(self.size, 1)}
 
 
