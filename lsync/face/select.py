@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,16 +87,11 @@ class Track:
 
     id: int
     segment: TrackSegment
+    start: int = field(init=False)  # first frame
+    end: int = field(init=False)  # one past the last (a half-open range, as slices)
 
-    @property
-    def start(self) -> int:
-        """First frame of the track."""
-        return self.segment.start
-
-    @property
-    def end(self) -> int:
-        """One past its last frame (tracks are half-open ranges, as slices)."""
-        return self.segment.end
+    def __post_init__(self) -> None:
+        self.start, self.end = self.segment.start, self.segment.end
 
     @property
     def size(self) -> float:

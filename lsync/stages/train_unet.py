@@ -82,6 +82,8 @@ class UNetDataSection:
 
 @dataclass
 class TrainUNetConfig:
+    """A U-Net run's ``config.yaml``: presets (``configs/unet/``), ``--config`` files and ``--set`` fill it."""
+
     model: UNetModelSection = field(default_factory=UNetModelSection)
     loss: LossSection = field(default_factory=LossSection)
     data: UNetDataSection = field(default_factory=UNetDataSection)

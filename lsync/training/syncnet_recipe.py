@@ -66,6 +66,8 @@ class SyncNetPlateauSection:
 
 @dataclass
 class TrainSyncNetConfig:
+    """A SyncNet run's ``config.yaml``: presets (``configs/syncnet/``), ``--config`` files and ``--set`` fill it."""
+
     model: SyncNetModelSection = field(default_factory=SyncNetModelSection)
     data: SyncNetDataSection = field(default_factory=SyncNetDataSection)
     loss: SyncNetLossSection = field(default_factory=SyncNetLossSection)
