@@ -264,6 +264,12 @@ def preprocess_command(raw: Path, out: Path, *extra: str) -> list[str]:
             "--max-seconds", "3", "--resolution", "128", "--min-face", "30", *extra]
 
 
+def interruptible_child() -> None:
+    """``preexec_fn`` of a child that must take Ctrl-C: a shell without job control starts background commands
+    with SIGINT ignored, the child would inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_frame_decoder(parent: psutil.Process, timeout: float = 120, in_worker: bool = True) -> psutil.Process:
     """An ffmpeg decoding a source's frames (mid-source, that is) for one of ``parent``'s worker processes, or
     for ``parent`` itself when not ``in_worker``."""
@@ -347,7 +353,7 @@ def test_stopping_the_parent_leaves_no_process_behind(tmp_path, long_raw, worker
     """Ctrl-C, ``kill`` or ``kill -9`` of ``lsync preprocess`` mid-source: every worker and every ffmpeg are gone
     at once, not when they would have finished their source."""
     process = subprocess.Popen(preprocess_command(long_raw, tmp_path / "data", "--workers", str(workers)),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible_child)
     parent = psutil.Process(process.pid)
     wait_for_frame_decoder(parent, in_worker=workers > 1)
     descendants = parent.children(recursive=True)
