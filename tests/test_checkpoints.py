@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,15 +183,28 @@ def test_missing_or_corrupt_files(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- golden files
+UNET_CHECKPOINT_SUFFIX = "_latentsync_format.pt"
+
+
+def reference_unet_checkpoints(reference: Path) -> list[Path]:
+    """The reference's U-Net checkpoints in the released format (there must be at least one)."""
+    cases = sorted((reference / "unet").glob(f"*{UNET_CHECKPOINT_SUFFIX}"))
+    assert cases, f"no unet/*{UNET_CHECKPOINT_SUFFIX} in the reference dir"
+    return cases
+
+
+def unet_twin(checkpoint: Path, suffix: str) -> Path:
+    """The file made beside a reference U-Net checkpoint: its weights (safetensors) or its config (JSON)."""
+    return checkpoint.with_name(checkpoint.name.replace(UNET_CHECKPOINT_SUFFIX, suffix))
+
+
 @pytest.mark.golden
 def test_reference_unet_checkpoint_unwraps_with_its_global_step(reference):
-    cases = sorted((reference / "unet").glob("*_latentsync_format.pt"))
-    assert cases, "no unet/*_latentsync_format.pt in the reference dir"
-    for path in cases:
+    for path in reference_unet_checkpoints(reference):
         ckpt = read_state_dict(path)
         assert ckpt.container == "state_dict"
         assert isinstance(ckpt.global_step, int)
-        twin = load_file(path.with_name(path.name.replace("_latentsync_format.pt", "_weights.safetensors")))
+        twin = load_file(unet_twin(path, "_weights.safetensors"))
         assert set(ckpt.state_dict) == set(twin)
         for name, value in twin.items():
             assert torch.equal(ckpt.state_dict[name], value), name
@@ -200,10 +214,8 @@ def test_reference_unet_checkpoint_unwraps_with_its_global_step(reference):
 def test_reference_unet_checkpoint_loads_strictly_into_our_unet(reference):
     from lsync.models import unet3d
 
-    cases = sorted((reference / "unet").glob("*_latentsync_format.pt"))
-    assert cases, "no unet/*_latentsync_format.pt in the reference dir"
-    for path in cases:
-        config = json.loads(path.with_name(path.name.replace("_latentsync_format.pt", "_config.json")).read_text())
+    for path in reference_unet_checkpoints(reference):
+        config = json.loads(unet_twin(path, "_config.json").read_text())
         model = unet3d.UNet3DConditionModel.from_config(config)
         ckpt = read_state_dict(path)
         load_state_dict_strict(model, ckpt.state_dict, str(path))

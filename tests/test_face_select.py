@@ -31,12 +31,7 @@ SECONDS = 3.0
 FAST = dict(preset="tiny", steps=1, threads=1, encode_preset="ultrafast", face_cache="off")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from lsync.stages.infer_frames import FrameStream, crossfade_weights, playback_r
 FAST = dict(preset="tiny", steps=2, threads=1, encode_preset="ultrafast", detect_size=320)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a CPU shared with other jobs, two OpenMP threads can run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ffmpeg(*args) -> None:
