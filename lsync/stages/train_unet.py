@@ -208,7 +208,8 @@ def build_unet(config: TrainUNetConfig, resume_from: Path | None) -> tuple[torch
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.unet is not a valid U-Net config ({exc})", "check model.unet_overrides") from exc
     select_trainable(unet, config.model.trainable)
-    checkpoint_config = dict(architecture)
+    # Always recorded (also where the yaml leaves it at the default): inference cuts the audio tokens with it.
+    checkpoint_config = {**architecture, "audio_feat_length": list(unet.config.audio_feat_length)}
     if resume_from is not None:
         checkpoint_config[BASE_KEY] = load_model_config(resume_from).get(BASE_KEY)
     elif config.init is not None:
@@ -327,7 +328,8 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
 
     d = config.data
     dataset_args = dict(cache_dir=d.cache_dir, resolution=config.model.resolution, num_frames=NUM_FRAMES,
-                        allow_overlap=d.allow_overlap, frame_cache=d.frame_cache)
+                        allow_overlap=d.allow_overlap, frame_cache=d.frame_cache,
+                        audio_feat_length=unet.config.audio_feat_length)  # the tokens this U-Net reads
     with accelerator.main_process_first():  # the main process fills the caches, the others then read them
         train_set = UNetDataset(data_dir, extractor, split="train", seed=config.train.seed,
                                 samples_per_clip=d.samples_per_clip, **dataset_args)
@@ -417,7 +419,8 @@ def _validation_renderer(run_dir, data_dir, records, train_set, extractor, vae, 
     elif config.syncnet:  # sync loss off, but a SyncNet was named: it still scores the videos
         scorer = load_syncnet(config, device)
     return ValidationRenderer(run_dir, clip_info(face), clip_info(others[0]), train_set.cache, extractor,
-                              train_set.encoder_id, vae, config.model.resolution, v, device, scorer, current_step)
+                              train_set.encoder_id, vae, config.model.resolution, v, device, scorer, current_step,
+                              audio_feat_length=train_set.audio_feat_length)
 
 
 def _inputs(data_dir: Path, config: TrainUNetConfig) -> list[dict[str, Any]]:
