@@ -211,7 +211,9 @@ def build_unet(config: TrainUNetConfig, resume_from: Path | None) -> tuple[torch
     # Always recorded (also where the yaml leaves it at the default): inference cuts the audio tokens with it.
     checkpoint_config = {**architecture, "audio_feat_length": list(unet.config.audio_feat_length)}
     if resume_from is not None:
-        checkpoint_config[BASE_KEY] = load_model_config(resume_from).get(BASE_KEY)
+        saved = load_model_config(resume_from)
+        checkpoint_config[BASE_KEY] = saved.get(BASE_KEY)
+        _check_resumed_audio_context(resume_from, saved, checkpoint_config["audio_feat_length"])
     elif config.init is not None:
         loaded = load_init(unet, config.init, config.allow_partial)
         init_file = Path(config.init)
@@ -220,6 +222,18 @@ def build_unet(config: TrainUNetConfig, resume_from: Path | None) -> tuple[torch
     trainable, total = count_parameters(unet)
     log.info("U-Net: %d of %d parameters train (%s)", trainable, total, ", ".join(config.model.trainable))
     return unet, {k: v for k, v in checkpoint_config.items() if v is not None}
+
+
+def _check_resumed_audio_context(checkpoint: Path, saved: dict[str, Any], now: list[int]) -> None:
+    """A resumed U-Net keeps the audio context it was trained with (a checkpoint without the key predates it and
+    was trained with the reference's (2, 2)); the weights would load either way, the data would not match."""
+    from lsync.audio.timing import DEFAULT_AUDIO_FEAT_LENGTH
+
+    before = list(saved.get("audio_feat_length", DEFAULT_AUDIO_FEAT_LENGTH))
+    if before != now:
+        raise ConfigError(f"{checkpoint} was trained with audio_feat_length {before}, the U-Net config now gives "
+                          f"{now}", f"resume with --set 'model.unet_overrides={{audio_feat_length: {before}}}', "
+                          "or train into a new run directory")
 
 
 def build_loss_models(config: TrainUNetConfig, device: torch.device):

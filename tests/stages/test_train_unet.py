@@ -303,6 +303,7 @@ def test_the_checkpoint_config_always_records_the_audio_context(tmp_path):
     inference cuts the audio with it; an impossible value is a config error."""
     import yaml
 
+    from lsync.models.presets import build_unet as build_unet_model
     from lsync.stages.train_unet import build_unet as build_run_unet
 
     without = {k: v for k, v in model_config("unet_tiny").items() if k != "audio_feat_length"}
@@ -318,6 +319,15 @@ def test_the_checkpoint_config_always_records_the_audio_context(tmp_path):
                             ["model.unet_overrides={audio_feat_length: [1, -2]}"])
     with pytest.raises(ConfigError, match="audio_feat_length"):
         build_run_unet(config, resume_from=None)
+    # Resuming a checkpoint of another context (here one from before the key: the reference's) is refused.
+    checkpoint = save_model(build_unet_model(without), tmp_path / "old checkpoint", without)
+    narrow = resolve_config(TrainUNetConfig, "unet", "tiny", None, None,
+                            ["model.unet_overrides={audio_feat_length: [0, 0]}"])
+    with pytest.raises(ConfigError, match=r"trained with audio_feat_length \[2, 2\]"):
+        build_run_unet(narrow, resume_from=checkpoint)
+    same = resolve_config(TrainUNetConfig, "unet", "tiny", None, None,
+                          ["model.unet_overrides={audio_feat_length: [2, 2]}"])
+    assert build_run_unet(same, resume_from=checkpoint)[1]["audio_feat_length"] == [2, 2]
 
 
 # ----------------------------------------------------------------------------------------------- two processes
