@@ -63,7 +63,8 @@ class PreparedChunk:
 
     rows: the chunk's (output index, source index, frame); synced: rows that get a face; faces: their aligned
     (R, R, 3) uint8 faces; stack: (F, R, R, 3) the U-Net's input (rows without a face borrow the nearest face);
-    audio: (F, S, D) audio tokens (S = the sampler's ``audio_tokens``). ``stack`` and ``audio`` are None when no row is lip-synced.
+    audio: (F, S, D) audio tokens (S = the sampler's ``audio_tokens``). ``stack`` and ``audio`` are None when no
+    row is lip-synced.
     """
 
     rows: list[Row]
