@@ -21,13 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsync.audio.timing import (
-    DEFAULT_AUDIO_FEAT_LENGTH,
-    SAMPLES_PER_FRAME,
-    audio_context,
-    mel_start_index,
-    mel_window_length,
-)
+from lsync.audio.timing import SAMPLES_PER_FRAME, audio_context, mel_start_index, mel_window_length
 from lsync.console import get_logger
 from lsync.data.unet_dataset import ClipInfo, UNetDataCache, decode_clip
 
@@ -71,13 +65,14 @@ class ValidationRenderer:
         config: the validation settings; device: where sampling runs.
         scorer: the SyncNet, or None to render without scoring.
         current_step: returns the training step (names the video).
-        audio_feat_length: the audio context of the U-Net's tokens (its ``config.audio_feat_length``).
+        audio_feat_length: the audio context of the rendered U-Net's tokens (its ``config.audio_feat_length``;
+            the sampler refuses tokens of another context).
     """
 
     def __init__(self, run_dir: Path, face_clip: ClipInfo, audio_clip: ClipInfo, cache: UNetDataCache,
                  extractor, encoder_id: str, vae: nn.Module, resolution: int, config: ValidationSection,
-                 device: torch.device, scorer: SyncScorer | None, current_step: Callable[[], int],
-                 audio_feat_length: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH):
+                 device: torch.device, scorer: SyncScorer | None, current_step: Callable[[], int], *,
+                 audio_feat_length: Sequence[int]):
         from lsync.audio.mel import load_wav_16k_mono
         from lsync.manifest import file_digest
         from lsync.media.audio import frame_rms, write_wav
