@@ -47,6 +47,7 @@ from benchmarks._common import (  # noqa: E402
     resolve_device,
     time_callable,
 )
+from lsync.audio.timing import DEFAULT_AUDIO_FEAT_LENGTH, whisper_chunk_positions  # noqa: E402
 from lsync.config import load_yaml  # noqa: E402
 from lsync.errors import LsyncError  # noqa: E402
 from lsync.models.syncnet import StableSyncNet  # noqa: E402
@@ -54,8 +55,8 @@ from lsync.models.unet3d import UNet3DConditionModel  # noqa: E402
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "models"
 
-#: Per frame the U-Net reads 50 whisper tokens (10 positions x 5 hidden states) of cross_attention_dim.
-AUDIO_TOKENS_PER_FRAME = 50
+#: Hidden states of whisper-tiny, the encoder every preset uses (stem + 4 blocks).
+WHISPER_HIDDEN_STATES = load_yaml(MODEL_CONFIGS / "whisper_tiny.yaml")["n_audio_layer"] + 1
 #: A Wav2Lip mel window of 16 video frames: 80 mel bins x 52 steps.
 MEL_WINDOW = (1, 80, 52)
 #: Frames per clip, as LatentSync trains and infers.
@@ -92,13 +93,16 @@ def model_config(name: str) -> dict[str, Any]:
 
 def unet_case(config_name: str, config: Mapping[str, Any], latent_size: int, batch: int = 1,
               num_frames: int = NUM_FRAMES, needs_cuda: bool = False) -> Case:
-    """U-Net inputs: sample (B, 13, F, h, w), timestep (B,), audio tokens (B, F, 50, cross_attention_dim)."""
+    """U-Net inputs: sample (B, 13, F, h, w), timestep (B,), audio tokens (B, F, S, cross_attention_dim) with the
+    S tokens per frame the config's ``audio_feat_length`` cuts (50 for the released (2, 2), 10 for the tiny [0, 0])."""
     config = dict(config, sample_size=latent_size)
     channels, audio_dim = config["in_channels"], config["cross_attention_dim"]
+    context = config.get("audio_feat_length", DEFAULT_AUDIO_FEAT_LENGTH)
     shapes = {
         "sample": [batch, channels, num_frames, latent_size, latent_size],
         "timestep": [batch],
-        "encoder_hidden_states": [batch, num_frames, AUDIO_TOKENS_PER_FRAME, audio_dim],
+        "encoder_hidden_states": [batch, num_frames, whisper_chunk_positions(context) * WHISPER_HIDDEN_STATES,
+                                  audio_dim],
     }
 
     def make_inputs(device: torch.device) -> tuple[torch.Tensor, ...]:

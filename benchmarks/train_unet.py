@@ -74,9 +74,15 @@ def preset_config(size: str, device: torch.device, pixel_losses: bool):
     return resolve_config(TrainUNetConfig, "unet", "tiny", None, None, overrides)
 
 
-def random_batch(batch: int, resolution: int, device: torch.device) -> dict[str, Any]:
-    """A batch with the shapes and ranges of :class:`lsync.data.unet_dataset.UNetDataset` samples."""
+def random_batch(batch: int, resolution: int, device: torch.device, unet) -> dict[str, Any]:
+    """A batch with the shapes and ranges of :class:`lsync.data.unet_dataset.UNetDataset` samples for ``unet``
+    (the audio tokens of its ``audio_feat_length``, from whisper-tiny's 5 hidden states of 384 channels)."""
+    from lsync.audio.whisper import tokens_per_frame
     from lsync.data.mask_batch import apply_mask, mask_tensor
+    from lsync.models.presets import model_config
+
+    whisper = model_config("whisper_tiny")
+    tokens = tokens_per_frame(whisper["n_audio_layer"], context=unet.config.audio_feat_length)
 
     generator = torch.Generator().manual_seed(0)
     frames = torch.rand(batch, 3, 16, resolution, resolution, generator=generator) * 2 - 1
@@ -87,7 +93,7 @@ def random_batch(batch: int, resolution: int, device: torch.device) -> dict[str,
         "masked_frames": apply_mask(frames, mask),
         "mask": mask,
         "mel": torch.rand(batch, 1, 80, 52, generator=generator) * 8 - 4,
-        "audio_features": torch.randn(batch, 16, 50, 384, generator=generator),
+        "audio_features": torch.randn(batch, 16, tokens, whisper["n_audio_state"], generator=generator),
         "epoch": torch.zeros(batch, dtype=torch.int64),
         "position": torch.arange(batch),
     }
@@ -126,7 +132,7 @@ def build_step(config, device: torch.device):
 def train_step_row(size: str, pixel_losses: bool, device: torch.device, amp, batch: int, steps: int) -> dict:
     config = preset_config(size, device, pixel_losses)
     unet, step = build_step(config, device)
-    inputs = random_batch(batch, config.model.resolution, device)
+    inputs = random_batch(batch, config.model.resolution, device, unet)
     one_step = training_step(unet, lambda m: step(m, inputs)["loss"], device, amp, config.train.lr,
                              config.train.max_grad_norm)
 
@@ -148,7 +154,7 @@ def overfit_row(device: torch.device, max_steps: int = 200) -> dict[str, Any]:
     config = preset_config("tiny", device, pixel_losses=False)
     unet, step = build_step(config, device)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
-    inputs = random_batch(1, config.model.resolution, device)
+    inputs = random_batch(1, config.model.resolution, device, unet)
     losses = []
     for _ in range(max_steps):
         loss = step(unet, inputs)["loss"]

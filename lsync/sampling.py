@@ -10,7 +10,9 @@ Per chunk (LatentSync's pipeline):
    is the frames themselves); the mask downsampled (nearest) to the latent grid;
 3. DDIM from noise that is one ``(1, 4, 1, h, w)`` draw repeated over every frame (drawn once per run from
    ``seed``, so every chunk starts from the same noise); the U-Net reads 13 channels = noisy latents (4) +
-   mask (1) + masked latents (4) + reference latents (4);
+   mask (1) + masked latents (4) + reference latents (4), and cross-attends per frame to the audio tokens
+   :meth:`ChunkSampler.audio_window` cuts for the U-Net's ``audio_feat_length`` (Whisper positions
+   ``2i - 2 left .. 2i + 2 right + 1`` of frame ``i``, all hidden states);
 4. classifier-free guidance ``uncond + s (cond - uncond)`` with all-zero audio as "uncond" (one batch of 2);
 5. decode, then composite: generated pixels only where the mask repaints, ``decoded (1 - m) + pixels m``.
 
@@ -291,6 +293,9 @@ class ChunkSampler:
         mask: (R, R) float mask, 1 keeps the pixel, 0 repaints it (e.g. :func:`lsync.face.mask.load_mask_image`);
             None draws the LatentSync shape (:func:`lsync.face.mask.mouth_mask`).
         scheduler: ``ddim`` (the bundle's, LatentSync's) or ``dpm++`` (:func:`lsync.diffusion.make_sampler`).
+
+    ``audio_feat_length`` is the U-Net's audio context and ``audio_tokens`` the tokens per frame it reads
+    (``2 (left + right + 1)`` Whisper positions x the encoder's hidden states: 50 for the released models).
     """
 
     def __init__(self, bundle, device: torch.device, dtype: torch.dtype, steps: int = 20, guidance: float = 1.5,
@@ -303,9 +308,14 @@ class ChunkSampler:
         if compile and cache_interval > 1:
             raise UsageError("--compile and --cache-interval > 1 cannot be combined",
                              "feature reuse swaps U-Net block methods at run time; choose one")
+        from lsync.audio.timing import audio_context
+        from lsync.audio.whisper import tokens_per_frame
+
         self.bundle = bundle
         self.device, self.dtype = device, dtype
         self.resolution = bundle.resolution
+        self.audio_feat_length = audio_context(bundle.unet.config.audio_feat_length)
+        self.audio_tokens = tokens_per_frame(bundle.audio.encoder, context=self.audio_feat_length)
         self.num_frames = num_frames
         self.guidance = guidance
         for model in (bundle.unet, bundle.vae):
@@ -338,9 +348,17 @@ class ChunkSampler:
         self.initial_noise = torch.randn((1, latent_channels, 1, latent_size, latent_size), generator=generator)
         self.initial_noise = self.initial_noise.to(device) * self.scheduler.init_noise_sigma
 
+    def audio_window(self, features: torch.Tensor, start_frame: int, num_frames: int) -> torch.Tensor:
+        """The U-Net's audio tokens of frames ``start_frame ..``: Whisper features (T50, L+1, D) ->
+        (num_frames, audio_tokens, D), cut for the U-Net's ``audio_feat_length``."""
+        from lsync.audio.whisper import feature_window
+
+        return feature_window(features, start_frame, num_frames, context=self.audio_feat_length)
+
     @torch.inference_mode()
     def __call__(self, faces: np.ndarray, audio: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        """faces: (F, R, R, 3) uint8 aligned faces; audio: (F, S, D) audio tokens; any F (16 per full chunk).
+        """faces: (F, R, R, 3) uint8 aligned faces; audio: (F, audio_tokens, D) audio tokens (:meth:`audio_window`);
+        any F (16 per full chunk).
 
         Returns (F, 3, R, R) float32 on the CPU: the generated mouth region, the original pixels elsewhere, in
         [-1, 1] (``clamp=False`` keeps the decoder's overshoot, which the paste-back clamps after un-warping).
@@ -357,11 +375,16 @@ class ChunkSampler:
 
     @torch.inference_mode()
     def denoise(self, pixels: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """The DDIM loop: pixels (1, 3, F, R, R) in [-1, 1], audio (F, S, D) -> latents (1, 4, F, R/8, R/8) float32,
-        before the VAE decode."""
+        """The DDIM loop: pixels (1, 3, F, R, R) in [-1, 1], audio (F, audio_tokens, D) -> latents
+        (1, 4, F, R/8, R/8) float32, before the VAE decode."""
         from lsync.models.vae import encode
 
         num_frames = pixels.shape[2]
+        if audio.ndim != 3 or tuple(audio.shape[:2]) != (num_frames, self.audio_tokens):
+            # The U-Net would take any token count and quietly follow audio of another context.
+            raise ValueError(f"audio tokens {tuple(audio.shape)} must be (F={num_frames}, {self.audio_tokens}, D): "
+                             f"this U-Net reads audio_feat_length {list(self.audio_feat_length)}; cut them "
+                             "with ChunkSampler.audio_window")
         masked = pixels * self.pixel_mask
         masked_latents = encode(self.bundle.vae, masked.to(self.dtype))
         reference_latents = encode(self.bundle.vae, pixels.to(self.dtype))

@@ -66,7 +66,12 @@ def test_quick_run_measures_three_modes_of_each_tiny_model(quick_run):
     cases = {(case["model"], case["config"]): case for case in result["cases"]}
     assert set(cases) == {("unet3d", "unet_tiny"), ("syncnet", "syncnet_tiny")}
     assert cases["unet3d", "unet_tiny"]["input_shapes"]["sample"] == [1, 13, 16, 8, 8]
-    assert cases["unet3d", "unet_tiny"]["input_shapes"]["encoder_hidden_states"] == [1, 16, 50, 384]
+    # The tokens the tiny U-Net's audio_feat_length cuts: 2 (left + right + 1) Whisper positions x 5 hidden states.
+    from lsync.models.presets import model_config
+
+    left, right = model_config("unet_tiny")["audio_feat_length"]
+    tokens = 2 * (left + right + 1) * (model_config("whisper_tiny")["n_audio_layer"] + 1)
+    assert cases["unet3d", "unet_tiny"]["input_shapes"]["encoder_hidden_states"] == [1, 16, tokens, 384]
     assert cases["syncnet", "syncnet_tiny"]["input_shapes"]["image_sequences"][1:] == [48, 32, 64]
     assert cases["syncnet", "syncnet_tiny"]["input_shapes"]["audio_sequences"][1:] == [1, 80, 52]
     assert all(case["parameters"] > 100_000 for case in cases.values())

@@ -15,6 +15,8 @@ rounding), because a window that starts one column off is a different training s
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 
 VIDEO_FPS = 25
 AUDIO_SR = 16000
@@ -35,9 +37,14 @@ WHISPER_WINDOW_SECONDS = 30
 WHISPER_WINDOW_MEL_FRAMES = WHISPER_WINDOW_SECONDS * WHISPER_MEL_FPS  # 3000
 WHISPER_WINDOW_POSITIONS = WHISPER_WINDOW_SECONDS * WHISPER_FPS  # 1500
 
-# Per-video-frame Whisper chunk: positions centre-4 .. centre+5 (the reference's audio_feat_length = [2, 2]).
-WHISPER_CHUNK_LEFT = 4
-WHISPER_CHUNK_RIGHT = 5
+# Per-video-frame Whisper chunk. LatentSync's ``audio_feat_length = [left, right]`` is the audio context of a
+# frame in video frames either side; at 2 Whisper positions per frame it covers positions
+# ``centre - 2 left .. centre + 2 right + 1``.
+WHISPER_POSITIONS_PER_FRAME = 2  # the reference's fixed factor (50 positions/s over 25 frames/s)
+DEFAULT_AUDIO_FEAT_LENGTH = (2, 2)  # the reference's (and the released U-Nets') context
+# The reference chunk, positions centre-4 .. centre+5: what every helper below takes without a ``context``.
+WHISPER_CHUNK_LEFT = WHISPER_POSITIONS_PER_FRAME * DEFAULT_AUDIO_FEAT_LENGTH[0]  # 4
+WHISPER_CHUNK_RIGHT = WHISPER_POSITIONS_PER_FRAME * DEFAULT_AUDIO_FEAT_LENGTH[1] + 1  # 5
 WHISPER_CHUNK_POSITIONS = WHISPER_CHUNK_LEFT + 1 + WHISPER_CHUNK_RIGHT  # 10
 
 
@@ -82,17 +89,43 @@ def whisper_center_index(frame: int, fps: float = VIDEO_FPS) -> int:
     return int(frame * WHISPER_FPS / fps)
 
 
-def whisper_chunk_indices(frame: int, num_positions: int, fps: float = VIDEO_FPS) -> list[int]:
-    """The 10 Whisper positions that make up video frame ``frame``'s audio chunk, clamped into the feature array.
+def audio_context(value: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> tuple[int, int]:
+    """``audio_feat_length`` checked and normalised: ``(left, right)`` video frames of audio context per frame.
 
-    Positions ``centre-4 .. centre+5`` with ``centre = whisper_center_index(frame, fps)``, each clamped into
+    Accepts any two-item sequence of non-negative integers (a yaml/json list or a tuple); raises ValueError
+    naming the value otherwise (floats and bools are refused, a half frame of context does not exist).
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(f"audio_feat_length must be [left, right] (video frames of audio context), got {value!r}")
+    context = []
+    for side in value:
+        if isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 0:
+            raise ValueError(f"audio_feat_length must be two non-negative integers [left, right], got {value!r}")
+        context.append(int(side))
+    return context[0], context[1]
+
+
+def whisper_chunk_positions(context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> int:
+    """Whisper positions per video frame for an ``audio_feat_length`` of ``(left, right)``: ``2 (left + right + 1)``
+    (10 for the reference's (2, 2), 2 - the frame's own positions - for (0, 0))."""
+    left, right = audio_context(context)
+    return WHISPER_POSITIONS_PER_FRAME * (left + right + 1)
+
+
+def whisper_chunk_indices(frame: int, num_positions: int, fps: float = VIDEO_FPS,
+                          context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> list[int]:
+    """The Whisper positions that make up video frame ``frame``'s audio chunk, clamped into the feature array.
+
+    With ``context = (left, right)`` (``audio_feat_length``, video frames) these are positions
+    ``centre - 2 left .. centre + 2 right + 1`` with ``centre = whisper_center_index(frame, fps)`` - ``centre-4 ..
+    centre+5`` for the reference's (2, 2), ``centre, centre+1`` for (0, 0) - each clamped into
     ``[0, num_positions - 1]`` (so chunks near the ends repeat the first/last position).
     """
+    left, right = audio_context(context)
     centre = whisper_center_index(frame, fps)
-    return [
-        min(max(position, 0), num_positions - 1)
-        for position in range(centre - WHISPER_CHUNK_LEFT, centre + WHISPER_CHUNK_RIGHT + 1)
-    ]
+    first = centre - WHISPER_POSITIONS_PER_FRAME * left
+    last = centre + WHISPER_POSITIONS_PER_FRAME * (right + 1) - 1
+    return [min(max(position, 0), num_positions - 1) for position in range(first, last + 1)]
 
 
 def num_whisper_chunks(num_positions: int, fps: float = VIDEO_FPS) -> int:

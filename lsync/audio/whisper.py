@@ -8,7 +8,9 @@ LatentSync conditions its U-Net on the hidden states of an openai-whisper *audio
    **before** ``ln_post``, giving ``(T50, L+1, D)`` features (:class:`WhisperFeatureExtractor`);
 3. :func:`feature_chunks` / :func:`feature_window` - for video frame ``i`` the positions ``2i-4 .. 2i+5``
    (clamped) of all L+1 layers, concatenated position-major into a ``(10 (L+1), D)`` token sequence
-   (``(50, 384)`` for whisper-tiny).
+   (``(50, 384)`` for whisper-tiny). That is the reference's ``audio_feat_length = (2, 2)``, 2 video frames of
+   context either side; a ``context = (left, right)`` takes positions ``2i - 2 left .. 2i + 2 right + 1``, i.e.
+   ``2 (left + right + 1) (L+1)`` tokens. A U-Net's own context is ``unet.config.audio_feat_length``.
 
 Long audio is encoded window by window; see :class:`WhisperFeatureExtractor` for the two ``windowing`` modes
 (the reference's independent 30 s segments, and our default overlapping windows that remove its seams).
@@ -17,7 +19,7 @@ Long audio is encoded window by window; see :class:`WhisperFeatureExtractor` for
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from os import PathLike
@@ -32,12 +34,13 @@ from torch import nn
 
 from lsync.audio.timing import (
     AUDIO_SR,
-    WHISPER_CHUNK_POSITIONS,
+    DEFAULT_AUDIO_FEAT_LENGTH,
     WHISPER_HOP,
     WHISPER_N_FFT,
     num_whisper_chunks,
     num_whisper_positions,
     whisper_chunk_indices,
+    whisper_chunk_positions,
 )
 from lsync.errors import CheckpointError, ConfigError, InputError
 from lsync.checkpoints import load_state_dict_strict, read_state_dict
@@ -429,8 +432,10 @@ class WhisperFeatureExtractor:
 
 
 # ------------------------------------------------------------------------------------------------ per-frame chunks
-def chunk_source_indices(num_positions: int, fps: float = 25, num_chunks: int | None = None) -> torch.Tensor:
-    """``(N, 10)`` int64: the clamped Whisper positions of each video frame's chunk.
+def chunk_source_indices(num_positions: int, fps: float = 25, num_chunks: int | None = None, *,
+                         context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> torch.Tensor:
+    """``(N, P)`` int64: the clamped Whisper positions of each video frame's chunk, ``P = 2 (left + right + 1)``
+    for ``context = (left, right)`` (10 for the reference's (2, 2)).
 
     ``num_chunks`` defaults to the reference's count :func:`lsync.audio.timing.num_whisper_chunks`
     (``num_positions // 2 + 2`` at fps 25).
@@ -439,46 +444,55 @@ def chunk_source_indices(num_positions: int, fps: float = 25, num_chunks: int | 
         raise ValueError("no Whisper positions to chunk")
     if num_chunks is None:
         num_chunks = num_whisper_chunks(num_positions, fps)
-    return torch.tensor([whisper_chunk_indices(i, num_positions, fps) for i in range(num_chunks)], dtype=torch.int64)
+    return _frame_indices(range(num_chunks), num_positions, fps, context)
+
+
+def _frame_indices(frames: range, num_positions: int, fps: float, context: Sequence[int]) -> torch.Tensor:
+    """``(len(frames), P)`` int64 chunk positions of the given video frames."""
+    rows = [whisper_chunk_indices(frame, num_positions, fps, context) for frame in frames]
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(frames), whisper_chunk_positions(context))
 
 
 def _gather_chunks(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """features ``(T50, L+1, D)``, indices ``(N, 10)`` -> ``(N, 10 (L+1), D)``, position-major."""
+    """features ``(T50, L+1, D)``, indices ``(N, P)`` -> ``(N, P (L+1), D)``, position-major."""
     if features.ndim != 3:
         raise ValueError(f"expected features of shape (T50, L+1, D), got {tuple(features.shape)}")
     num_chunks = indices.shape[0]
     return features[indices.to(features.device)].reshape(num_chunks, -1, features.shape[-1])
 
 
-def feature_chunks(features: torch.Tensor, fps: float = 25) -> torch.Tensor:
-    """The reference's ``feature2chunks``: features ``(T50, L+1, D)`` -> ``(N, 10 (L+1), D)``, one row per frame.
+def feature_chunks(features: torch.Tensor, fps: float = 25, *,
+                   context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> torch.Tensor:
+    """The reference's ``feature2chunks``: features ``(T50, L+1, D)`` -> ``(N, P (L+1), D)``, one row per frame.
 
-    Chunk ``i`` holds positions ``int(i 50 / fps) - 4 .. + 5`` clamped into ``[0, T50 - 1]``, all layers of the
-    first position, then all layers of the next, and so on. There are ``T50 // 2 + 2`` chunks at fps 25
-    (one or two more than video frames; inference uses one per frame).
+    Chunk ``i`` holds positions ``int(i 50 / fps) - 2 left .. + 2 right + 1`` (``-4 .. +5`` for the default
+    ``context = (2, 2)``; ``P = 2 (left + right + 1)``) clamped into ``[0, T50 - 1]``, all layers of the first
+    position, then all layers of the next, and so on. There are ``T50 // 2 + 2`` chunks at fps 25 (one or two
+    more than video frames; inference uses one per frame).
     """
-    return _gather_chunks(features, chunk_source_indices(features.shape[0], fps))
+    return _gather_chunks(features, chunk_source_indices(features.shape[0], fps, context=context))
 
 
-def feature_window(features: torch.Tensor, start_frame: int, num_frames: int = 16, fps: float = 25) -> torch.Tensor:
-    """The U-Net training input for frames ``start_frame .. start_frame + num_frames - 1``.
+def feature_window(features: torch.Tensor, start_frame: int, num_frames: int = 16, fps: float = 25, *,
+                   context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> torch.Tensor:
+    """The U-Net input for frames ``start_frame .. start_frame + num_frames - 1``.
 
-    features ``(T50, L+1, D)`` -> ``(num_frames, 10 (L+1), D)`` = ``(16, 50, D)``; row ``k`` is the chunk of frame
-    ``start_frame + k`` (positions clamped into the feature array, as the reference's
-    ``crop_overlap_audio_window``), i.e. ``feature_chunks(features)[start_frame : start_frame + num_frames]``
-    wherever those chunks exist.
+    features ``(T50, L+1, D)`` -> ``(num_frames, P (L+1), D)`` with ``P = 2 (left + right + 1)`` positions of
+    ``context = (left, right)`` - ``(16, 50, D)`` for the reference's (2, 2) and whisper-tiny, ``(16, 10, D)``
+    for (0, 0). Row ``k`` is the chunk of frame ``start_frame + k`` (positions clamped into the feature array,
+    as the reference's ``crop_overlap_audio_window``), i.e. ``feature_chunks(features, context=context)
+    [start_frame : start_frame + num_frames]`` wherever those chunks exist. Pass the U-Net's
+    ``config.audio_feat_length`` as ``context``.
     """
     if start_frame < 0:
         raise ValueError(f"start_frame must be >= 0, got {start_frame}")
-    positions = features.shape[0]
-    indices = torch.tensor(
-        [whisper_chunk_indices(frame, positions, fps) for frame in range(start_frame, start_frame + num_frames)],
-        dtype=torch.int64,
-    )
+    indices = _frame_indices(range(start_frame, start_frame + num_frames), features.shape[0], fps, context)
     return _gather_chunks(features, indices)
 
 
-def tokens_per_frame(encoder_or_num_layers: WhisperAudioEncoder | int) -> int:
-    """``10 (L+1)`` audio tokens per video frame; pass an encoder or its block count ``L``."""
+def tokens_per_frame(encoder_or_num_layers: WhisperAudioEncoder | int, *,
+                     context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> int:
+    """``P (L+1)`` audio tokens per video frame, ``P = 2 (left + right + 1)`` Whisper positions of ``context``
+    (50 for whisper-tiny and the reference's (2, 2)); pass an encoder or its block count ``L``."""
     layers = encoder_or_num_layers if isinstance(encoder_or_num_layers, int) else len(encoder_or_num_layers.blocks)
-    return WHISPER_CHUNK_POSITIONS * (layers + 1)
+    return whisper_chunk_positions(context) * (layers + 1)

@@ -7,7 +7,8 @@ A sample is one 16-frame window of one clip, with everything the trainer needs::
     masked_frames   (3, F, R, R)   frames * mask (mouth region zeroed)
     mask            (1, R, R)      the fixed mouth mask, 1 = keep, 0 = repaint
     mel             (1, 80, 52)    Wav2Lip mel window of the frames (SyncNet loss)
-    audio_features  (F, 10 (L+1), D)  per-frame Whisper tokens of the frames ((16, 50, 384) for whisper-tiny)
+    audio_features  (F, P (L+1), D)  per-frame Whisper tokens of the frames, P = 2 (left + right + 1) positions of
+                    the U-Net's ``audio_feat_length`` ((16, 50, 384) for whisper-tiny and the reference's (2, 2))
     clip_index, start_frame, ref_start_frame, sample_index (ints), clip_id (str)
     epoch, position (ints)  the key's place in the epoch order: the trainer seeds the sample's noise from them
 
@@ -19,8 +20,9 @@ dataset's scheme: exact mid-epoch resume, any number of ranks and workers), or p
 a random clip.
 
 **Windows.** The ground-truth window starts at least ``edge_margin`` frames (default 2) from both ends of the
-clip, so its Whisper chunks (positions ``2i-4 .. 2i+5``) never need clamping, and its 52-column mel window is
-complete. The reference window is drawn among all windows of the clip that do not overlap it (the reference's
+clip, so its Whisper chunks (positions ``2i-4 .. 2i+5`` for the reference's ``audio_feat_length`` (2, 2); a
+margin of ``max(left, right)`` frames suffices for any context) never need clamping, and its 52-column mel window
+is complete. The reference window is drawn among all windows of the clip that do not overlap it (the reference's
 rule; it may touch the clip ends). A clip with no such pair (fewer than 2 x 16 + ``edge_margin`` frames) is
 skipped and counted in the log, unless ``allow_overlap=True``, which lets the reference window be any window of
 the clip (then 16 + 2 x ``edge_margin`` frames suffice).
@@ -31,7 +33,7 @@ clips with the same name never share data and an edited file is recomputed):
 * ``whisper/<sha256(wav digest, encoder identity)>.safetensors`` - the Whisper features ``(T50, L+1, D)`` of the
   whole clip wav (computed once per clip with the given :class:`~lsync.audio.whisper.WhisperFeatureExtractor`);
   the encoder identity hashes its dims, windowing and every weight, so another checkpoint never reuses them. A
-  sample reads only the positions of its window (safetensors slices).
+  sample reads only the positions of its window (safetensors slices), so one cache serves every audio context.
 * ``mel/<wav sha256>.npy`` - the Wav2Lip mel ``(80, T)`` of the whole clip wav, float32.
 * ``frames/<mp4 sha256>-<R>px.npy`` (``frame_cache="disk"``, the default) - the clip decoded once at the
   training resolution, uint8 ``(N, R, R, 3)``; samples memory-map it and copy two windows, so a sample costs no
@@ -61,7 +63,9 @@ from torch.utils.data import Dataset
 
 from lsync.audio.timing import (
     SAMPLES_PER_FRAME,
+    DEFAULT_AUDIO_FEAT_LENGTH,
     SYNCNET_NUM_FRAMES,
+    audio_context,
     mel_start_index,
     mel_window_length,
     num_wav2lip_mel_frames,
@@ -245,15 +249,17 @@ class UNetDataCache:
         return path
 
     @staticmethod
-    def whisper_window(path: Path, start_frame: int, num_frames: int) -> torch.Tensor:
-        """Frames ``start_frame ..`` of a cached feature file as (num_frames, 10 (L+1), D), reading only the
-        positions the window needs; equal to :func:`lsync.audio.whisper.feature_window` on the whole array."""
+    def whisper_window(path: Path, start_frame: int, num_frames: int,
+                       context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> torch.Tensor:
+        """Frames ``start_frame ..`` of a cached feature file as (num_frames, P (L+1), D) for the audio
+        ``context`` (a U-Net's ``audio_feat_length``; P = 2 (left + right + 1)), reading only the positions the
+        window needs; equal to :func:`lsync.audio.whisper.feature_window` on the whole array."""
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             features = f.get_slice("features")
             positions = features.get_shape()[0]
-            indices = torch.tensor([whisper_chunk_indices(frame, positions)
+            indices = torch.tensor([whisper_chunk_indices(frame, positions, context=context)
                                     for frame in range(start_frame, start_frame + num_frames)])
             low, high = int(indices.min()), int(indices.max()) + 1
             block = features[low:high]  # (high - low, L+1, D)
@@ -295,6 +301,8 @@ class UNetDataset(Dataset):
         frame_cache: ``"disk"``, ``"memory"`` or ``"none"`` (see the module docstring).
         memory_clips: decoded clips kept per process with ``frame_cache="memory"``.
         encoder_id: identity of the encoder when ``feature_extractor`` is None.
+        audio_feat_length: ``(left, right)`` video frames of audio context per frame's tokens - the trained
+            U-Net's ``config.audio_feat_length`` (default the reference's (2, 2)).
     """
 
     def __init__(
@@ -313,6 +321,7 @@ class UNetDataset(Dataset):
         frame_cache: FrameCache = "disk",
         memory_clips: int = 8,
         encoder_id: str | None = None,
+        audio_feat_length: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH,
     ):
         if frame_cache not in ("disk", "memory", "none"):
             raise ValueError(f"frame_cache must be 'disk', 'memory' or 'none', got {frame_cache!r}")
@@ -323,6 +332,7 @@ class UNetDataset(Dataset):
         self.data_dir = Path(data_dir)
         self.cache = UNetDataCache(cache_dir if cache_dir is not None else self.data_dir / "cache")
         self.num_frames = num_frames
+        self.audio_feat_length = audio_context(audio_feat_length)
         self.seed = seed
         self.epoch = 0
         self.samples_per_clip = samples_per_clip
@@ -432,7 +442,8 @@ class UNetDataset(Dataset):
         mel = self.cache.load_mel(clip.audio, self.digest(clip.audio))
         column = mel_start_index(plan.start_frame)
         mel_window = torch.from_numpy(np.array(mel[:, column:column + mel_window_length(self.num_frames)]))
-        features = self.cache.whisper_window(self._whisper_path(clip), plan.start_frame, self.num_frames)
+        features = self.cache.whisper_window(self._whisper_path(clip), plan.start_frame, self.num_frames,
+                                             self.audio_feat_length)
         return {
             "frames": gt,
             "ref_frames": ref,
@@ -499,7 +510,7 @@ def _to_pixels(window: np.ndarray) -> torch.Tensor:
 
 def collate_unet_batch(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch: tensors gain a leading B (``frames`` (B, 3, F, R, R), ``mask`` (B, 1, R, R),
-    ``mel`` (B, 1, 80, 52), ``audio_features`` (B, F, 10 (L+1), D)), ints become int64 (B,) tensors, strings lists."""
+    ``mel`` (B, 1, 80, 52), ``audio_features`` (B, F, P (L+1), D)), ints become int64 (B,) tensors, strings lists."""
     if not samples:
         raise ValueError("cannot collate an empty batch")
     batch: dict[str, Any] = {}

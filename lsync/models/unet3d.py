@@ -20,6 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from lsync.audio.timing import DEFAULT_AUDIO_FEAT_LENGTH, audio_context
 from lsync.models.unet_blocks import ClipGroupNorm, UNetMidBlock3DCrossAttn, get_down_block, get_up_block
 
 
@@ -50,6 +51,11 @@ def _per_block(value: int | Sequence[int], num_blocks: int, name: str) -> list[i
     return list(value)
 
 
+#: Constructor keys that describe the model's inputs for the data side rather than its architecture; the
+#: reference's ``model:`` section (``unet_stage2.yaml``) has none of them.
+DATA_CONFIG_KEYS = frozenset({"audio_feat_length"})
+
+
 class UNet3DConditionModel(ModelMixin, ConfigMixin):
     """LatentSync's ``UNet3DConditionModel``; constructor keywords are exactly the ``model:`` section of its yaml.
 
@@ -61,6 +67,12 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         mid block only with ``motion_module_mid_block``.
       * ``motion_module_kwargs`` are the keyword arguments of
         :class:`lsync.models.motion_module.VanillaTemporalModule`.
+
+    ``audio_feat_length`` (not in the reference's ``model:`` section, which keeps it with the data) is metadata
+    the data side reads, like ``sample_size``: the audio context each frame's tokens cover, in video frames
+    left/right (LatentSync's ``audio_feat_length``; the released U-Nets use ``(2, 2)``, 10 Whisper positions per
+    frame). The model itself takes any token count; whoever cuts its audio tokens
+    (:func:`lsync.audio.whisper.feature_window`) passes ``unet.config.audio_feat_length`` as the context.
     """
 
     _supports_gradient_checkpointing = True
@@ -99,8 +111,11 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         motion_module_decoder_only: bool = False,
         motion_module_type: str = "Vanilla",
         motion_module_kwargs: Mapping[str, Any] | None = None,
+        audio_feat_length: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH,
     ):
         super().__init__()
+        # Stored as a [left, right] list whatever sequence was passed, as config.json round-trips it.
+        self.register_to_config(audio_feat_length=list(audio_context(audio_feat_length)))
         num_blocks = len(down_block_types)
         if len(block_out_channels) != num_blocks or len(up_block_types) != num_blocks:
             raise ValueError(
@@ -208,7 +223,7 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         if encoder_hidden_states is None:
             if self.config.add_audio_layer:
                 raise ValueError(
-                    "this U-Net has audio cross-attention: pass encoder_hidden_states (B, F, 50, D); "
+                    "this U-Net has audio cross-attention: pass encoder_hidden_states (B, F, S, D); "
                     "for the unconditional branch pass zeros"
                 )
             return None
@@ -238,7 +253,8 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
             sample: (B, in_channels, F, H, W); for LatentSync: noisy latents (4), mask (1), masked-frame latents (4),
                 reference-frame latents (4).
             timestep: (B,) tensor, 0-d tensor or python number (broadcast to the batch).
-            encoder_hidden_states: (B, F, S, D) audio tokens per frame (S = 50, D = cross_attention_dim), or
+            encoder_hidden_states: (B, F, S, D) audio tokens per frame (any S: 50 for whisper-tiny with the
+                reference's ``audio_feat_length`` (2, 2); D = cross_attention_dim), or
                 already flattened (B*F, S, D). Required when ``add_audio_layer``; zeros = unconditional.
             return_dict: return :class:`UNet3DConditionOutput` instead of a tuple.
 

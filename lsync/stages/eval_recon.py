@@ -119,15 +119,14 @@ def regenerate(sampler, audio_features, frames: np.ndarray) -> np.ndarray:
     """Lip-sync ``frames`` (T, R, R, 3) uint8 to the audio features ``(T50, L+1, D)``; (T, R, R, 3) uint8."""
     import torch
 
-    from lsync.audio.whisper import feature_window
-
     out = []
     for start in range(0, len(frames), CHUNK_FRAMES):
         chunk = frames[start:start + CHUNK_FRAMES]
         count = len(chunk)
         if count < CHUNK_FRAMES:  # the U-Net always sees 16 frames; the padding rows are dropped
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], CHUNK_FRAMES - count, axis=0)])
-        generated = sampler(chunk, feature_window(audio_features, start, CHUNK_FRAMES))  # (16, 3, R, R) [-1, 1]
+        audio = sampler.audio_window(audio_features, start, CHUNK_FRAMES)  # cut for the U-Net's audio_feat_length
+        generated = sampler(chunk, audio)  # (16, 3, R, R) [-1, 1]
         pixels = ((generated[:count].permute(0, 2, 3, 1).float() + 1) * 127.5).round().clamp(0, 255)
         out.append(pixels.to(torch.uint8).numpy())
     return np.concatenate(out)

@@ -7,7 +7,8 @@
    are smoothed and one alignment matrix is fitted per frame with the reference's ``smooth=True`` smoother
    (:func:`lsync.face.video.geometry_from_track`).
 2. **Audio**: Whisper features of the whole driving audio at 16 kHz (small: ~0.4 MB per second), cut into
-   per-frame windows chunk by chunk (:func:`lsync.audio.whisper.feature_window`).
+   per-frame windows chunk by chunk (:meth:`lsync.sampling.ChunkSampler.audio_window`: the Whisper positions
+   of the U-Net's ``audio_feat_length``).
 3. **Render**: the output frames are planned (:mod:`lsync.stages.infer_frames`: loop the video when the audio
    is longer - ``pingpong``, ``bounce``, ``loop`` or ``hold`` - or cut it when shorter) and streamed in
    16-frame chunks on the reference's chunk grid (:func:`model_frame_count`):

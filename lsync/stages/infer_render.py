@@ -63,7 +63,8 @@ class PreparedChunk:
 
     rows: the chunk's (output index, source index, frame); synced: rows that get a face; faces: their aligned
     (R, R, 3) uint8 faces; stack: (F, R, R, 3) the U-Net's input (rows without a face borrow the nearest face);
-    audio: (F, S, D) audio tokens. ``stack`` and ``audio`` are None when no row is lip-synced.
+    audio: (F, S, D) audio tokens (S = the sampler's ``audio_tokens``). ``stack`` and ``audio`` are None when no
+    row is lip-synced.
     """
 
     rows: list[Row]
@@ -96,7 +97,6 @@ class ChunkRenderer:
         return self.touched
 
     def prepare(self, rows: list[Row]) -> PreparedChunk:
-        from lsync.audio.whisper import feature_window
         from lsync.face.video import align_crop
 
         chunk = PreparedChunk(rows, synced=[row for row, (out, _, _) in enumerate(rows) if self.weights[out] > 0])
@@ -112,7 +112,7 @@ class ChunkRenderer:
             chunk.stack = np.stack([chunk.faces[int(synced[np.abs(synced - row).argmin()])]
                                     for row in range(len(rows))])
         with self.timer("audio_features"):
-            chunk.audio = feature_window(self.features, rows[0][0], len(rows))
+            chunk.audio = self.sampler.audio_window(self.features, rows[0][0], len(rows))  # the U-Net's context
         return chunk
 
     def denoise(self, chunk: PreparedChunk) -> torch.Tensor | None:

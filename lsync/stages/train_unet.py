@@ -208,9 +208,12 @@ def build_unet(config: TrainUNetConfig, resume_from: Path | None) -> tuple[torch
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.unet is not a valid U-Net config ({exc})", "check model.unet_overrides") from exc
     select_trainable(unet, config.model.trainable)
-    checkpoint_config = dict(architecture)
+    # Always recorded (also where the yaml leaves it at the default): inference cuts the audio tokens with it.
+    checkpoint_config = {**architecture, "audio_feat_length": list(unet.config.audio_feat_length)}
     if resume_from is not None:
-        checkpoint_config[BASE_KEY] = load_model_config(resume_from).get(BASE_KEY)
+        saved = load_model_config(resume_from)
+        checkpoint_config[BASE_KEY] = saved.get(BASE_KEY)
+        _check_resumed_audio_context(resume_from, saved, checkpoint_config["audio_feat_length"])
     elif config.init is not None:
         loaded = load_init(unet, config.init, config.allow_partial)
         init_file = Path(config.init)
@@ -219,6 +222,18 @@ def build_unet(config: TrainUNetConfig, resume_from: Path | None) -> tuple[torch
     trainable, total = count_parameters(unet)
     log.info("U-Net: %d of %d parameters train (%s)", trainable, total, ", ".join(config.model.trainable))
     return unet, {k: v for k, v in checkpoint_config.items() if v is not None}
+
+
+def _check_resumed_audio_context(checkpoint: Path, saved: dict[str, Any], now: list[int]) -> None:
+    """A resumed U-Net keeps the audio context it was trained with (a checkpoint without the key predates it and
+    was trained with the reference's (2, 2)); the weights would load either way, the data would not match."""
+    from lsync.audio.timing import DEFAULT_AUDIO_FEAT_LENGTH
+
+    before = list(saved.get("audio_feat_length", DEFAULT_AUDIO_FEAT_LENGTH))
+    if before != now:
+        raise ConfigError(f"{checkpoint} was trained with audio_feat_length {before}, the U-Net config now gives "
+                          f"{now}", f"resume with --set 'model.unet_overrides={{audio_feat_length: {before}}}', "
+                          "or train into a new run directory")
 
 
 def build_loss_models(config: TrainUNetConfig, device: torch.device):
@@ -327,7 +342,8 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
 
     d = config.data
     dataset_args = dict(cache_dir=d.cache_dir, resolution=config.model.resolution, num_frames=NUM_FRAMES,
-                        allow_overlap=d.allow_overlap, frame_cache=d.frame_cache)
+                        allow_overlap=d.allow_overlap, frame_cache=d.frame_cache,
+                        audio_feat_length=unet.config.audio_feat_length)  # the tokens this U-Net reads
     with accelerator.main_process_first():  # the main process fills the caches, the others then read them
         train_set = UNetDataset(data_dir, extractor, split="train", seed=config.train.seed,
                                 samples_per_clip=d.samples_per_clip, **dataset_args)
@@ -417,7 +433,8 @@ def _validation_renderer(run_dir, data_dir, records, train_set, extractor, vae, 
     elif config.syncnet:  # sync loss off, but a SyncNet was named: it still scores the videos
         scorer = load_syncnet(config, device)
     return ValidationRenderer(run_dir, clip_info(face), clip_info(others[0]), train_set.cache, extractor,
-                              train_set.encoder_id, vae, config.model.resolution, v, device, scorer, current_step)
+                              train_set.encoder_id, vae, config.model.resolution, v, device, scorer, current_step,
+                              audio_feat_length=train_set.audio_feat_length)
 
 
 def _inputs(data_dir: Path, config: TrainUNetConfig) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ face clip's own audio (``mouth_r_source``, what a model copying the reference mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsync.audio.timing import SAMPLES_PER_FRAME, mel_start_index, mel_window_length
+from lsync.audio.timing import SAMPLES_PER_FRAME, audio_context, mel_start_index, mel_window_length
 from lsync.console import get_logger
 from lsync.data.unet_dataset import ClipInfo, UNetDataCache, decode_clip
 
@@ -65,11 +65,14 @@ class ValidationRenderer:
         config: the validation settings; device: where sampling runs.
         scorer: the SyncNet, or None to render without scoring.
         current_step: returns the training step (names the video).
+        audio_feat_length: the audio context of the rendered U-Net's tokens (its ``config.audio_feat_length``;
+            the sampler refuses tokens of another context).
     """
 
     def __init__(self, run_dir: Path, face_clip: ClipInfo, audio_clip: ClipInfo, cache: UNetDataCache,
                  extractor, encoder_id: str, vae: nn.Module, resolution: int, config: ValidationSection,
-                 device: torch.device, scorer: SyncScorer | None, current_step: Callable[[], int]):
+                 device: torch.device, scorer: SyncScorer | None, current_step: Callable[[], int], *,
+                 audio_feat_length: Sequence[int]):
         from lsync.audio.mel import load_wav_16k_mono
         from lsync.manifest import file_digest
         from lsync.media.audio import frame_rms, write_wav
@@ -82,7 +85,9 @@ class ValidationRenderer:
         self.faces = decode_clip(face_clip.video, resolution, self.num_frames)  # (N, R, R, 3) uint8
         audio_digest = file_digest(audio_clip.audio)
         features_file = cache.ensure_whisper(audio_clip.audio, audio_digest, extractor, encoder_id)
-        self.audio_features = cache.whisper_window(features_file, 0, self.num_frames)  # (N, 50, D)
+        self.audio_feat_length = audio_context(audio_feat_length)
+        # (N, P (L+1), D): P = 10 Whisper positions per frame for the reference's context (2, 2)
+        self.audio_features = cache.whisper_window(features_file, 0, self.num_frames, self.audio_feat_length)
         self.mel = torch.from_numpy(np.array(cache.load_mel(audio_clip.audio, audio_digest)))  # (80, T)
         self.wav = self.run_dir / VAL_DIR / "audio.wav"
         samples = load_wav_16k_mono(audio_clip.audio)[: self.num_frames * SAMPLES_PER_FRAME]

@@ -75,6 +75,33 @@ def test_chunk_indices_clamp_at_both_ends():
     assert timing.whisper_chunk_indices(240, 480) == [476, 477, 478, 479, 479, 479, 479, 479, 479, 479]
 
 
+def test_chunk_indices_follow_the_audio_context():
+    # (2, 2), the reference's audio_feat_length, is the default: centre-4 .. centre+5.
+    for frame in (0, 1, 3, 100, 238, 240):
+        assert timing.whisper_chunk_indices(frame, 480, context=(2, 2)) == timing.whisper_chunk_indices(frame, 480)
+    assert timing.whisper_chunk_indices(3, 480, context=[2, 2]) == list(range(2, 12))
+    # (0, 0): only the frame's own two positions, clamped past the end.
+    assert timing.whisper_chunk_indices(0, 480, context=(0, 0)) == [0, 1]
+    assert timing.whisper_chunk_indices(7, 480, context=(0, 0)) == [14, 15]
+    assert timing.whisper_chunk_indices(240, 480, context=(0, 0)) == [479, 479]
+    # (1, 0): one frame of context on the left only.
+    assert timing.whisper_chunk_indices(0, 480, context=(1, 0)) == [0, 0, 0, 1]
+    assert timing.whisper_chunk_indices(7, 480, context=(1, 0)) == [12, 13, 14, 15]
+    assert timing.whisper_chunk_indices(239, 479, context=(1, 0)) == [476, 477, 478, 478]
+    # (0, 3) at 30 fps: centre int(10 * 50 / 30) = 16, positions 16 .. 16 + 7.
+    assert timing.whisper_chunk_indices(10, 480, fps=30, context=(0, 3)) == list(range(16, 24))
+    assert [timing.whisper_chunk_positions(c) for c in ((2, 2), (0, 0), (1, 0), (3, 1))] == [10, 2, 4, 10]
+    assert timing.WHISPER_CHUNK_POSITIONS == timing.whisper_chunk_positions(timing.DEFAULT_AUDIO_FEAT_LENGTH)
+
+
+@pytest.mark.parametrize("bad", [(1,), (1, 2, 3), (-1, 0), (0.5, 1), (True, 0), "22", None, 2])
+def test_a_bad_audio_context_is_a_value_error(bad):
+    with pytest.raises(ValueError, match="audio_feat_length"):
+        timing.audio_context(bad)
+    with pytest.raises(ValueError, match="audio_feat_length"):
+        timing.whisper_chunk_indices(3, 480, context=bad)
+
+
 # ----------------------------------------------------------------------------------------------- log-mel
 def test_log_mel_shape_and_floor():
     rng = np.random.default_rng(0)
@@ -308,6 +335,22 @@ def test_feature_window_equals_chunk_rows_and_clamps_past_the_end():
     assert past.shape == (16, 30, 3) and torch.all(past[-1, :, 0] == 49)
     with pytest.raises(ValueError):
         feature_window(features, -1)
+
+
+@pytest.mark.parametrize("context", [(2, 2), (0, 0), (1, 0), (0, 3)])
+def test_feature_window_takes_the_context_positions_of_every_layer(context):
+    left, right = context
+    num_states = 5  # whisper-tiny's L+1
+    features = _labelled_features(200, num_states)
+    window = feature_window(features, 20, 16, context=context)
+    assert window.shape == (16, 2 * (left + right + 1) * num_states, 3)
+    assert tokens_per_frame(num_states - 1, context=context) == window.shape[1]
+    for row, frame in enumerate(range(20, 36)):
+        positions = list(range(2 * frame - 2 * left, 2 * frame + 2 * right + 2))
+        expected = [[p, layer, p * 10 + layer] for p in positions for layer in range(num_states)]  # position-major
+        assert window[row].tolist() == expected
+    assert torch.equal(window, feature_chunks(features, context=context)[20:36])
+    assert chunk_source_indices(200, context=context).shape == (200 // 2 + 2, 2 * (left + right + 1))
 
 
 # ----------------------------------------------------------------------------------------------- golden

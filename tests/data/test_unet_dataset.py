@@ -110,6 +110,25 @@ def test_windows_hold_the_clip_frames_and_its_audio(dataset, extractor):
     torch.testing.assert_close(sample["audio_features"], expected_features)
 
 
+@pytest.mark.parametrize("context", [(0, 0), (1, 0)])
+def test_audio_tokens_cover_the_unet_audio_context(dataset, unet_data, extractor, context):
+    """A U-Net's audio_feat_length sets the Whisper positions each frame's tokens hold; the same cache serves."""
+    narrow = UNetDataset(unet_data, extractor, cache_dir=dataset.cache.root, seed=5, audio_feat_length=list(context))
+    assert narrow.audio_feat_length == context
+    sample, wide = narrow[2], dataset[2]
+    assert sample["start_frame"] == wide["start_frame"]  # the windows drawn do not depend on the context
+    layers = TINY_WHISPER["n_audio_layer"] + 1
+    assert sample["audio_features"].shape == (WINDOW, 2 * (sum(context) + 1) * layers, TINY_WHISPER["n_audio_state"])
+    features = extractor(load_wav_16k_mono(narrow.clips[2].audio))
+    torch.testing.assert_close(sample["audio_features"],
+                               feature_window(features, sample["start_frame"], WINDOW, context=context))
+    if context == (0, 0):  # the frame's own two positions are the middle of the reference's ten (centre-4 ..)
+        own = wide["audio_features"].reshape(WINDOW, 10, layers, -1)[:, 4:6].reshape(WINDOW, 2 * layers, -1)
+        torch.testing.assert_close(sample["audio_features"], own)
+    with pytest.raises(ValueError, match="audio_feat_length"):
+        UNetDataset(unet_data, extractor, cache_dir=dataset.cache.root, audio_feat_length=[0, -1])
+
+
 # ------------------------------------------------------------------------------------------------ determinism
 def test_same_seed_epoch_and_index_give_the_same_sample(dataset, unet_data, extractor):
     dataset.set_epoch(3)

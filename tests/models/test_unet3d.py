@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from lsync.models.motion_module import VanillaTemporalModule
-from lsync.models.unet3d import UNet3DConditionModel, UNet3DConditionOutput, frames_to_clip
+from lsync.models.unet3d import DATA_CONFIG_KEYS, UNet3DConditionModel, UNet3DConditionOutput, frames_to_clip
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"
 GOLDEN_ATOL = 2e-5  # the reference README's tolerance for U-Net outputs, whose values reach ~3
@@ -106,11 +106,40 @@ def test_stage2_yaml_is_the_reference_model_section(reference):
 
 
 def test_tiny_yaml_has_the_stage2_keys():
+    """The tiny preset has the reference's architecture keys, plus data-side keys the reference keeps elsewhere."""
     tiny = yaml.safe_load((CONFIGS / "unet_tiny.yaml").read_text())
     stage2 = yaml.safe_load((CONFIGS / "unet_stage2.yaml").read_text())
-    assert tiny.keys() == stage2.keys()
+    assert not stage2.keys() & DATA_CONFIG_KEYS
+    assert tiny.keys() - DATA_CONFIG_KEYS == stage2.keys()
+    assert DATA_CONFIG_KEYS <= set(UNet3DConditionModel.extract_init_dict(tiny)[0])  # constructor keys, not typos
     model = UNet3DConditionModel.from_config(tiny)
     assert model.config.cross_attention_dim == tiny["cross_attention_dim"]
+    assert model.config.audio_feat_length == tiny["audio_feat_length"] == [0, 0]
+    with torch.device("meta"):  # the released size: no memory needed for a config check
+        assert UNet3DConditionModel.from_config(stage2).config.audio_feat_length == [2, 2]  # the reference's
+
+
+def test_audio_feat_length_is_validated_and_round_trips_through_config_json(tmp_path):
+    model = UNet3DConditionModel.from_config(micro_config(audio_feat_length=(1, 0)))
+    assert model.config.audio_feat_length == [1, 0]  # a list whatever sequence came in, as JSON stores it
+    model.save_config(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["audio_feat_length"] == [1, 0]
+    assert UNet3DConditionModel.from_config(saved).config.audio_feat_length == [1, 0]
+    del saved["audio_feat_length"]  # a config written before the key existed: the reference's context
+    assert UNet3DConditionModel.from_config(saved).config.audio_feat_length == [2, 2]
+    for bad in ([1], [-1, 2], [0.5, 1], "00"):
+        with pytest.raises(ValueError, match="audio_feat_length"):
+            UNet3DConditionModel.from_config(micro_config(audio_feat_length=bad))
+
+
+def test_the_model_takes_any_audio_token_count():
+    model = UNet3DConditionModel.from_config(micro_config(audio_feat_length=[0, 0])).eval()
+    sample, timestep, _ = micro_inputs(batch=1, frames=2)
+    with torch.no_grad():
+        for tokens in (10, 50):
+            audio = torch.randn(1, 2, tokens, 16)
+            assert model(sample, timestep, audio).sample.shape == (1, 4, 2, 8, 8)
 
 
 # ------------------------------------------------------------------------------------------------ goldens

@@ -128,6 +128,41 @@ def test_unet_checkpoints_are_found_in_run_dirs_and_loaded_strictly(tmp_path):
         resolve_unet_source(tmp_path)
 
 
+def test_the_loader_and_the_sampler_take_the_audio_context_from_the_checkpoint(tmp_path):
+    """audio_feat_length travels in config.json; the sampler cuts (and insists on) the tokens it implies."""
+    from lsync.audio.whisper import feature_window
+    from lsync.checkpoints import save_model
+    from lsync.models.presets import build_unet, model_config
+    from lsync.sampling import ChunkSampler
+
+    bundle, _ = load_inference_models("tiny")
+    preset_context = model_config("unet_tiny")["audio_feat_length"]
+    assert bundle.unet.config.audio_feat_length == preset_context
+    hidden_states = len(bundle.audio.encoder.blocks) + 1
+    features = torch.randn(120, hidden_states, bundle.unet.config.cross_attention_dim,
+                           generator=torch.Generator().manual_seed(0))  # (T50, L+1, D)
+    faces = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    architecture = {k: v for k, v in bundle.unet.config.items() if not k.startswith("_")}
+    for context in (preset_context, [1, 0]):
+        config = {**architecture, "audio_feat_length": context}
+        checkpoint = save_model(build_unet(config), tmp_path / f"ctx{context[0]}{context[1]}", config)
+        assert json.loads((checkpoint / "config.json").read_text())["audio_feat_length"] == context
+        loaded, _ = load_inference_models("tiny", unet=checkpoint)
+        assert loaded.unet.config.audio_feat_length == context
+        sampler = ChunkSampler(loaded, torch.device("cpu"), torch.float32, steps=1)
+        assert sampler.audio_tokens == 2 * (sum(context) + 1) * hidden_states
+        audio = sampler.audio_window(features, 3, 4)
+        assert torch.equal(audio, feature_window(features, 3, 4, context=context))
+        assert sampler(faces, audio).shape == (4, 3, 64, 64)
+        wrong = feature_window(features, 3, 4, context=[context[0] + 1, context[1]])  # another context's tokens
+        with pytest.raises(ValueError, match="audio_feat_length"):
+            sampler(faces, wrong)
+    # A checkpoint written before the key existed (like the released U-Nets) has the reference's (2, 2).
+    old = {k: v for k, v in architecture.items() if k != "audio_feat_length"}
+    loaded, _ = load_inference_models("tiny", unet=save_model(build_unet(old), tmp_path / "old", old))
+    assert loaded.unet.config.audio_feat_length == [2, 2]
+
+
 # ================================================================================================ end to end
 @pytest.fixture(scope="module")
 def models():
@@ -157,9 +192,17 @@ def clips(media_videos, media_audios, tmp_path_factory):
 
 @pytest.mark.media
 @pytest.mark.slow
-def test_short_video_with_longer_audio_loops_and_keeps_the_audio_format(clips, models, tmp_path):
+def test_short_video_with_longer_audio_loops_and_keeps_the_audio_format(clips, models, tmp_path, monkeypatch):
+    fed, denoise = [], models.sampler.denoise
+    monkeypatch.setattr(models.sampler, "denoise", lambda pixels, audio: fed.append(tuple(audio.shape)) or denoise(
+        pixels, audio))
     out = tmp_path / "out dir é"
     entry = run(clips["face"], clips["long_audio"], out, InferConfig(**FAST), models=models)
+    # Every chunk's audio tokens are cut for the tiny U-Net's own audio context (audio_feat_length).
+    left, right = models.bundle.unet.config.audio_feat_length
+    tokens = 2 * (left + right + 1) * (len(models.bundle.audio.encoder.blocks) + 1)
+    assert sum(shape[0] for shape in fed) >= 88 and max(shape[0] for shape in fed) == 16  # the model's chunk grid
+    assert {shape[1:] for shape in fed} == {(tokens, models.bundle.unet.config.cross_attention_dim)}
     video = probe(out / "face.mp4")
     assert (video.width, video.height, video.fps) == (270, 480, 25.0)
     assert abs(video.video_duration_s - 3.5) <= 0.04

@@ -159,7 +159,7 @@ def test_an_all_keep_mask_leaves_every_pixel_as_it_was():
     sampler = ChunkSampler(bundle, torch.device("cpu"), torch.float32, steps=1,
                            mask=np.ones((resolution, resolution), np.float32))
     faces = np.random.default_rng(0).integers(0, 256, (3, resolution, resolution, 3), dtype=np.uint8)
-    out = sampler(faces, torch.zeros(3, 50, bundle.unet.config.cross_attention_dim))
+    out = sampler(faces, torch.zeros(3, sampler.audio_tokens, bundle.unet.config.cross_attention_dim))
     expected = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255 * 2 - 1
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
     assert out.shape == (3, 3, resolution, resolution)  # a chunk of any length, not padded to 16
@@ -195,7 +195,8 @@ def test_dpm_solver_restarts_its_history_for_every_chunk():
     assert type(sampler.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert bundle.scheduler is not sampler.scheduler  # the bundle's DDIM stays as it was
     faces = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    audio = torch.randn(4, 50, bundle.unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(0))
+    audio = torch.randn(4, sampler.audio_tokens, bundle.unet.config.cross_attention_dim,
+                        generator=torch.Generator().manual_seed(0))
     first, second = sampler(faces, audio), sampler(faces, audio)
     torch.testing.assert_close(first, second, atol=0, rtol=0)  # a second chunk starts from a clean solver
     ddim = ChunkSampler(bundle, torch.device("cpu"), torch.float32, steps=3)(faces, audio)

@@ -23,6 +23,7 @@ from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.media.probe import probe
 from lsync.checkpoints import load_model_config, load_model_weights, save_model
+from lsync.models.presets import model_config
 from lsync.models.syncnet import StableSyncNet
 from lsync.stages.preprocess import PreprocessConfig, run as preprocess, split_of
 from lsync.stages.train_unet import TrainUNetConfig, load_init, run as train_unet
@@ -138,23 +139,32 @@ def test_wrong_data_missing_syncnet_and_bad_patterns_are_one_line_errors(unet_da
 # ----------------------------------------------------------------------------------------------- all four losses
 #: (frames, mel, score) of every validation a run scored, by run directory (see ``four_loss_run``).
 VALIDATION_SCORES: dict[Path, list] = {}
+AUDIO_SHAPES: dict[Path, dict[str, list]] = {}  # the audio tokens a run's training steps and validation fed
 
 
 @pytest.fixture(scope="module")
 def four_loss_run(unet_data, cache_dir, syncnet_checkpoint, tmp_path_factory) -> Path:
+    from lsync.stages.train_unet_step import UNetTrainingStep
     from lsync.stages.train_unet_val import ValidationRenderer
 
     run = tmp_path_factory.mktemp("runs") / "four losses"
     scored = VALIDATION_SCORES.setdefault(run, [])
-    original = ValidationRenderer.score
+    shapes = AUDIO_SHAPES.setdefault(run, {"train": [], "val": []})
+    original, original_step = ValidationRenderer.score, UNetTrainingStep.__call__
 
     def recording(renderer, frames):
         score = original(renderer, frames)
         scored.append((np.array(frames), renderer.mel.clone(), score))
+        shapes["val"].append(tuple(renderer.audio_features.shape))
         return score
+
+    def step(self, unet, batch):
+        shapes["train"].append(tuple(batch["audio_features"].shape))
+        return original_step(self, unet, batch)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ValidationRenderer, "score", recording)
+        patch.setattr(UNetTrainingStep, "__call__", step)
         result = train_cli(unet_data, run, "--syncnet", str(syncnet_checkpoint), "--max-steps", "2", "--ema",
                            "--set", f"data.cache_dir={cache_dir}")
     assert result.exit_code == 0, (result.output, result.exception)
@@ -213,6 +223,14 @@ def test_checkpoint_loads_for_inference_with_ema_and_the_val_video_has_audio(fou
                                                       "training_state.pt", "rng-rank0.pt"}
     bundle, ids = load_inference_models("tiny", unet=four_loss_run)
     assert ids["unet"]["path"] == str(checkpoint)
+    # The tiny preset's audio context is in the checkpoint, and the run fed its U-Net tokens of that width.
+    context = load_model_config(checkpoint)["audio_feat_length"]
+    assert context == model_config("unet_tiny")["audio_feat_length"] == bundle.unet.config.audio_feat_length
+    tokens = 2 * (sum(context) + 1) * (len(bundle.audio.encoder.blocks) + 1)
+    width = bundle.unet.config.cross_attention_dim
+    assert AUDIO_SHAPES[four_loss_run]["train"] == [(1, 16, tokens, width)] * 2  # two steps of batch 1
+    assert AUDIO_SHAPES[four_loss_run]["val"] and all(
+        shape == (16, tokens, width) for shape in AUDIO_SHAPES[four_loss_run]["val"])
     ema = load_file(checkpoint / "ema.safetensors")
     state = bundle.unet.state_dict()
     assert all(torch.equal(state[k], v) for k, v in ema.items())  # inference uses the averaged weights
@@ -278,6 +296,38 @@ def test_partial_init_needs_allow_partial_and_reports_what_it_left(tmp_path, cap
     assert f"loaded {len(partial)} of {len(weights)} tensors" in printed
     assert "left at their initial value: down_blocks.0.motion_modules (" in printed
     assert torch.equal(unet.state_dict()["conv_in.weight"], weights["conv_in.weight"])
+
+
+def test_the_checkpoint_config_always_records_the_audio_context(tmp_path):
+    """config.json names audio_feat_length even when the U-Net yaml leaves it out (the released stage2 files):
+    inference cuts the audio with it; an impossible value is a config error."""
+    import yaml
+
+    from lsync.models.presets import build_unet as build_unet_model
+    from lsync.stages.train_unet import build_unet as build_run_unet
+
+    without = {k: v for k, v in model_config("unet_tiny").items() if k != "audio_feat_length"}
+    (tmp_path / "no context.yaml").write_text(yaml.safe_dump(without))
+    cases = [([f"model.unet={tmp_path / 'no context.yaml'}"], [2, 2]),
+             ([], model_config("unet_tiny")["audio_feat_length"]),
+             (["model.unet_overrides={audio_feat_length: [1, 2]}"], [1, 2])]
+    for overrides, expected in cases:
+        config = resolve_config(TrainUNetConfig, "unet", "tiny", None, None, overrides)
+        unet, checkpoint_config = build_run_unet(config, resume_from=None)
+        assert unet.config.audio_feat_length == checkpoint_config["audio_feat_length"] == expected, overrides
+    config = resolve_config(TrainUNetConfig, "unet", "tiny", None, None,
+                            ["model.unet_overrides={audio_feat_length: [1, -2]}"])
+    with pytest.raises(ConfigError, match="audio_feat_length"):
+        build_run_unet(config, resume_from=None)
+    # Resuming a checkpoint of another context (here one from before the key: the reference's) is refused.
+    checkpoint = save_model(build_unet_model(without), tmp_path / "old checkpoint", without)
+    narrow = resolve_config(TrainUNetConfig, "unet", "tiny", None, None,
+                            ["model.unet_overrides={audio_feat_length: [0, 0]}"])
+    with pytest.raises(ConfigError, match=r"trained with audio_feat_length \[2, 2\]"):
+        build_run_unet(narrow, resume_from=checkpoint)
+    same = resolve_config(TrainUNetConfig, "unet", "tiny", None, None,
+                          ["model.unet_overrides={audio_feat_length: [2, 2]}"])
+    assert build_run_unet(same, resume_from=checkpoint)[1]["audio_feat_length"] == [2, 2]
 
 
 # ----------------------------------------------------------------------------------------------- two processes
