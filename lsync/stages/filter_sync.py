@@ -68,6 +68,7 @@ from lsync.data.layout import (
     summarize_records,
 )
 from lsync.training.checkpointing import weights_digest
+from lsync.training.plateau import validation_at_chance
 
 log = get_logger(__name__)
 
@@ -211,6 +212,8 @@ def run(data_dir: str | Path, out_dir: str | Path, config: FilterSyncConfig, for
     if not config.syncnet:
         raise UsageError("no SyncNet given", "pass --syncnet RUN_OR_CKPT")
     crf = config.crf if config.crf is not None else input_crf(input_manifest["config"])
+    if config.metric == "stable":
+        refuse_syncnet_at_chance(Path(config.syncnet))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = {"data": directory_digest(data_dir), "syncnet": weights_digest(Path(config.syncnet))}
@@ -235,6 +238,30 @@ def run(data_dir: str | Path, out_dir: str | Path, config: FilterSyncConfig, for
             for writer in writers.values():
                 writer.close()
     return _finalize(data_dir, out_dir, records, config, input_manifest, time.perf_counter() - started)
+
+
+def refuse_syncnet_at_chance(syncnet: Path) -> None:
+    """Stop before a SyncNet run whose own last validation was at chance filters anything: its offsets are noise,
+    and the filter would shift the audio of clips that are in sync, or drop them, at random."""
+    summary = _syncnet_run_summary(syncnet)
+    accuracy, roc_auc = summary.get("val/accuracy"), summary.get("val/roc_auc")
+    if not isinstance(accuracy, (int, float)) or not validation_at_chance(accuracy, roc_auc):
+        return
+    measured = f"accuracy {accuracy:.3f}" + (f", ROC AUC {roc_auc:.3f}" if isinstance(roc_auc, (int, float)) else "")
+    raise UsageError(f"the SyncNet run {syncnet} validated at chance ({measured}): its offsets would be noise, "
+                     "and the filter would shift or drop clips at random",
+                     "train it longer (lsync train syncnet with more --max-steps or --max-minutes) "
+                     "or filter with a SyncNet that separates in-sync from shifted audio")
+
+
+def _syncnet_run_summary(syncnet: Path) -> dict[str, Any]:
+    """The ``summary`` of ``syncnet/lsync.json`` when ``syncnet`` is a SyncNet run directory, else ``{}``."""
+    try:
+        manifest = read_manifest(syncnet, kind="syncnet-run") if syncnet.is_dir() else {}
+    except (InputError, OSError, ValueError):
+        return {}  # a checkpoint folder or a foreign directory: nothing recorded to check
+    summary = manifest.get("summary")
+    return summary if isinstance(summary, dict) else {}
 
 
 def input_crf(input_config: dict[str, Any]) -> int:

@@ -13,6 +13,17 @@ import math
 from dataclasses import dataclass, field
 
 
+DEFAULT_CHANCE_BAND = 0.05
+
+
+def validation_at_chance(accuracy: float, roc_auc: float | None, band: float = DEFAULT_CHANCE_BAND) -> bool:
+    """Whether a validation tells pairs apart no better than a coin: ``|accuracy - 0.5|`` and (when measured)
+    ``|roc_auc - 0.5|`` both below ``band``."""
+    if abs(accuracy - 0.5) >= band:
+        return False
+    return roc_auc is None or math.isnan(roc_auc) or abs(roc_auc - 0.5) < band
+
+
 @dataclass
 class ChancePlateau:
     """Watches (step, accuracy, ROC AUC, loss) of successive validations for a run stuck at chance.
@@ -25,16 +36,14 @@ class ChancePlateau:
     """
 
     patience_steps: int
-    band: float = 0.05
+    band: float = DEFAULT_CHANCE_BAND
     hints: list[str] = field(default_factory=list)
     since_step: int = 0  # the last step that was not at chance (0 = the start)
     reported: bool = False
     reports: list[dict] = field(default_factory=list)
 
     def at_chance(self, accuracy: float, roc_auc: float | None) -> bool:
-        if abs(accuracy - 0.5) >= self.band:
-            return False
-        return roc_auc is None or math.isnan(roc_auc) or abs(roc_auc - 0.5) < self.band
+        return validation_at_chance(accuracy, roc_auc, self.band)
 
     def update(self, step: int, accuracy: float, roc_auc: float | None = None,
                loss: float | None = None) -> str | None:

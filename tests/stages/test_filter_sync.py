@@ -20,7 +20,7 @@ import lsync.sync_metrics
 from lsync.commands.filter import filter_group
 from lsync.data.syncnet_dataset import read_clip_records
 from lsync.errors import InputError, ManifestError, UsageError
-from lsync.manifest import read_manifest, read_records
+from lsync.manifest import read_manifest, read_records, write_manifest
 from lsync.media.video import VideoReader
 from lsync.sync_metrics import score_clip
 from lsync.stages.filter_sync import FilterSyncConfig, run, shift_plan
@@ -224,6 +224,28 @@ def test_bad_inputs_are_one_line_errors(offset_data, tmp_path):
     (not_data / "lsync.json").write_text('{"kind": "eval", "schema": 1}')
     wrong = runner.invoke(filter_group, ["sync", str(not_data), str(tmp_path / "out"), "--syncnet", "x"])
     assert isinstance(wrong.exception, ManifestError) and "expected 'data'" in wrong.exception.message
+
+
+def _syncnet_run(directory: Path, accuracy: float, roc_auc: float) -> Path:
+    """A SyncNet run directory as far as the filter reads it: the manifest of a finished run."""
+    write_manifest(directory, "syncnet-run", config={},
+                   summary={"val/accuracy": accuracy, "val/roc_auc": roc_auc, "steps": 200})
+    return directory
+
+
+def test_a_syncnet_run_that_validated_at_chance_is_refused_before_anything_is_written(offset_data, oracle,
+                                                                                      tmp_path):
+    data, _ = offset_data
+    stuck = _syncnet_run(tmp_path / "sync stuck", accuracy=0.488, roc_auc=0.513)
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match="validated at chance") as refused:
+        run(data, out, config(syncnet=str(stuck)))
+    assert "\n" not in refused.value.message and "accuracy 0.488" in refused.value.message
+    assert not out.exists() and oracle.clips_scored == 0
+    # One that left chance is used (the stand-in scorer does the scoring here).
+    trained = _syncnet_run(tmp_path / "sync trained", accuracy=0.83, roc_auc=0.86)
+    summary = run(data, out, config(syncnet=str(trained)))
+    assert summary["input_clips"] == len(OFFSETS) and oracle.clips_scored == len(OFFSETS)
 
 
 def test_filter_command(offset_data, oracle, tmp_path):
