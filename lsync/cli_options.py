@@ -54,6 +54,10 @@ def face_options(func=None, *, syncnet: bool = True):
         click.option("--max-gap", type=click.IntRange(min=0), help="Interpolate up to this many face-less frames."),
         click.option("--smooth-method", type=click.Choice(["gaussian", "savgol", "one_euro", "none"]),
                      help="Landmark smoothing over time  [default: gaussian]."),
+        click.option("--smooth-strength", type=click.FloatRange(min=0),
+                     help="Width of that smoothing in frames (gaussian sigma, savgol half-window)  [default: 1]. "
+                          "Wider also removes the jitter the mouth's motion puts into the face mesh's other "
+                          "landmarks, which the alignment would otherwise carry into the unmasked face."),
     ]
     if syncnet:
         options.insert(3, click.option("--syncnet", help="--face-select speaker: a SyncNet run, checkpoint dir or "

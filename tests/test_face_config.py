@@ -45,7 +45,7 @@ def test_the_face_flags_are_on_every_stage_that_finds_faces(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
     for flag in ("--detector", "--detector-models", "--face-select", "--max-faces", "--min-face", "--max-gap",
-                 "--smooth-method"):
+                 "--smooth-method", "--smooth-strength"):
         assert flag in result.output, (command, flag)
 
 

@@ -212,8 +212,9 @@ def run(data_dir: str | Path, out_dir: str | Path, config: FilterSyncConfig, for
     if not config.syncnet:
         raise UsageError("no SyncNet given", "pass --syncnet RUN_OR_CKPT")
     crf = config.crf if config.crf is not None else input_crf(input_manifest["config"])
-    if config.metric == "stable":
-        refuse_syncnet_at_chance(Path(config.syncnet))
+    chance_warning = syncnet_at_chance_warning(Path(config.syncnet)) if config.metric == "stable" else None
+    if chance_warning:
+        log.warning(chance_warning)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = {"data": directory_digest(data_dir), "syncnet": weights_digest(Path(config.syncnet))}
@@ -237,21 +238,22 @@ def run(data_dir: str | Path, out_dir: str | Path, config: FilterSyncConfig, for
         finally:
             for writer in writers.values():
                 writer.close()
-    return _finalize(data_dir, out_dir, records, config, input_manifest, time.perf_counter() - started)
+    return _finalize(data_dir, out_dir, records, config, input_manifest, time.perf_counter() - started,
+                     syncnet_at_chance=chance_warning is not None)
 
 
-def refuse_syncnet_at_chance(syncnet: Path) -> None:
-    """Stop before a SyncNet run whose own last validation was at chance filters anything: its offsets are noise,
-    and the filter would shift the audio of clips that are in sync, or drop them, at random."""
+def syncnet_at_chance_warning(syncnet: Path) -> str | None:
+    """The warning for a SyncNet run whose own last validation was at chance, else None: its offsets are noise,
+    so the filter shifts the audio of in-sync clips, or drops them, at random. A warning, not an error: a smoke
+    run with a few SyncNet steps still goes through, and the summary records it (``syncnet_at_chance``)."""
     summary = _syncnet_run_summary(syncnet)
     accuracy, roc_auc = summary.get("val/accuracy"), summary.get("val/roc_auc")
     if not isinstance(accuracy, (int, float)) or not validation_at_chance(accuracy, roc_auc):
-        return
+        return None
     measured = f"accuracy {accuracy:.3f}" + (f", ROC AUC {roc_auc:.3f}" if isinstance(roc_auc, (int, float)) else "")
-    raise UsageError(f"the SyncNet run {syncnet} validated at chance ({measured}): its offsets would be noise, "
-                     "and the filter would shift or drop clips at random",
-                     "train it longer (lsync train syncnet with more --max-steps or --max-minutes) "
-                     "or filter with a SyncNet that separates in-sync from shifted audio")
+    return (f"the SyncNet run {syncnet} validated at chance ({measured}): its offsets are noise, so clips are "
+            "shifted or dropped at random; train it longer (more --max-steps or --max-minutes) or filter with "
+            "a SyncNet that separates in-sync from shifted audio")
 
 
 def _syncnet_run_summary(syncnet: Path) -> dict[str, Any]:
@@ -363,7 +365,7 @@ def _recover(out_dir: Path) -> set[str]:
 
 
 def _finalize(data_dir: Path, out_dir: Path, records: list[dict[str, Any]], config: FilterSyncConfig,
-              input_manifest: dict[str, Any], elapsed: float) -> dict[str, Any]:
+              input_manifest: dict[str, Any], elapsed: float, syncnet_at_chance: bool = False) -> dict[str, Any]:
     """Records in input order (no duplicates), ``sources.jsonl``, then ``lsync.json``."""
     order = {r["id"]: i for i, r in enumerate(records)}
     clips = _in_order(read_records(out_dir / CLIPS_FILE), order)
@@ -387,6 +389,7 @@ def _finalize(data_dir: Path, out_dir: Path, records: list[dict[str, Any]], conf
         "mean_confidence": round(float(np.mean(confidences)), 5) if confidences else None,
         "min_conf": min_confidence(config),
         "metric": config.metric,
+        "syncnet_at_chance": syncnet_at_chance,
         "elapsed_s": round(elapsed, 2),
     })
     inputs = [describe_input(data_dir)]
