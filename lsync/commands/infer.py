@@ -16,7 +16,7 @@ from lsync.cli_options import CONTEXT, config_options, face_options, verbosity_o
               help="CSV of video,audio[,output name] rows, run with one set of loaded models.")
 @click.option("--from-data", type=click.Path(file_okay=False, path_type=Path),
               help="Held-out check: source videos of --count clips of --split of a data directory, each driven by "
-                   "another clip's audio.")
+                   "the audio of another source's clip, the one whose loudness is least like the source's own.")
 @click.option("--split", default="val", show_default=True, help="With --from-data: which clips.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="With --from-data: how many.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("lsync-out"),

@@ -34,8 +34,6 @@ from lsync.manifest import MANIFEST_NAME, atomic_write_json, quick_file_digest, 
 log = get_logger(__name__)
 
 FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 RESULTS_FILE = "results.json"
 
 
@@ -75,16 +73,10 @@ def jobs_for(inputs: Path, audio: Path | None = None, source: Path | None = None
 
 
 # ----------------------------------------------------------------------------------------------- measuring
-def loudness(path: Path) -> np.ndarray:
-    """(N,) RMS of each 25 fps frame's 640 samples of the 16 kHz mono audio of ``path``."""
-    from lsync.media.audio import frame_rms, load_audio
-
-    return frame_rms(load_audio(path, sample_rate=SAMPLE_RATE, mono=True), SAMPLES_PER_FRAME).astype(np.float64)
-
-
 def measure(job: MouthJob, config: EvalMouthConfig) -> dict[str, Any]:
     """One row: face share, ``r_drive`` and ``r_source`` (with their lags) and the per-frame series."""
     from lsync.face.lip_gap import lip_gaps
+    from lsync.media.audio import frame_loudness
     from lsync.media.probe import probe
     from lsync.media.video import VideoReader
     from lsync.mouth_metrics import best_lag_correlation
@@ -94,7 +86,7 @@ def measure(job: MouthJob, config: EvalMouthConfig) -> dict[str, Any]:
     if len(gaps) == 0:
         raise InputError(f"{job.video} has no decodable frames", "check that the video is complete")
     found = np.isfinite(gaps)
-    drive = loudness(job.driving_audio)
+    drive = frame_loudness(job.driving_audio, FPS)
     drive_fit = best_lag_correlation(gaps, drive, config.max_lag)
     row: dict[str, Any] = {
         "video": str(job.video), "driving_audio": str(job.driving_audio),
@@ -107,7 +99,7 @@ def measure(job: MouthJob, config: EvalMouthConfig) -> dict[str, Any]:
         "lip_gap_std": round(float(np.nanstd(gaps)), 5) if found.any() else None,
     }
     if job.source is not None:
-        source_fit = best_lag_correlation(gaps, loudness(job.source), config.max_lag)
+        source_fit = best_lag_correlation(gaps, frame_loudness(job.source, FPS), config.max_lag)
         row.update(r_source=source_fit.as_dict()["r"], lag_source=source_fit.lag)
         if drive_fit.r is not None and source_fit.r is not None:
             row["margin"] = round(drive_fit.r - source_fit.r, 5)

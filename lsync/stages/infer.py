@@ -68,8 +68,8 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 CHUNK_FRAMES = 16  # frames the U-Net denoises together (the released models were trained on 16)
 
 __all__ = ["ChunkPreview", "InferConfig", "InferenceModels", "NETWORK_FIELDS", "Pair", "ProgressCallback",
-           "load_models_for", "models_from_bundle", "pairs_from_data", "preview_chunk", "read_pairs", "run",
-           "run_pairs"]
+           "least_similar_driver", "load_models_for", "models_from_bundle", "pairs_from_data", "preview_chunk",
+           "read_pairs", "run", "run_pairs"]
 
 #: ``on_progress(stage, done, total)``, called as the work advances, from whichever thread does it: ``faces``
 #: (source frames analysed), ``audio`` (0 or 1 of 1), ``denoise`` (output frames lip-synced and written),
@@ -764,7 +764,8 @@ def read_pairs(path: str | Path, codec: str = "h264") -> list[Pair]:
 
 def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1, codec: str = "h264") -> list[Pair]:
     """Pairs for a held-out check: the source videos of ``count`` clips of ``split`` in a data directory
-    (``lsync preprocess``), each driven by the audio of a clip from another source (the next one in id order).
+    (``lsync preprocess``), each driven by the audio of a clip from another source: the one whose loudness follows
+    the clip's own audio least (:func:`least_similar_driver`).
 
     A clip's ``source`` is relative to the raw folder; its file is found among the data directory's recorded
     inputs by content digest, so a moved raw folder is reported rather than silently mismatched.
@@ -787,11 +788,35 @@ def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1, co
         others = [c for c in clips if c["source"] != clip["source"]]
         if not others:
             raise InputError(f"{data_dir} has clips of one source only", "preprocess at least two sources")
-        driver = next((c for c in others if c["id"] > clip["id"]), others[0])
+        driver = least_similar_driver(video, others, data_dir)
         audio = data_dir / driver["audio"]
         name = f"{Path(clip['source']).stem}-with-{Path(driver['source']).stem}"
         pairs.append(Pair(video, audio, output_name(video, name, codec)))
     return pairs
+
+
+def least_similar_driver(video: Path, candidates: list[dict[str, Any]], data_dir: Path) -> dict[str, Any]:
+    """The candidate clip (a ``clips.jsonl`` record of ``data_dir``) whose audio is least like ``video``'s own
+    soundtrack, by the mouth measure's loudness correlation (:mod:`lsync.mouth_metrics`, best of +-3 frames).
+
+    Why: a held-out video shows lip-sync only if its mouth follows the new audio *rather than* the source's own.
+    The loudness of two speech clips correlates by chance (r ~0.1-0.3), and a driver that happens to resemble the
+    source would make a model that copies the source's mouth look as if it followed the driver. Ties go to the
+    earliest id; a candidate the correlation is undefined for (silent audio) comes last.
+    """
+    from lsync.media.audio import frame_loudness
+    from lsync.mouth_metrics import best_lag_correlation
+
+    own = frame_loudness(video)
+
+    def similarity(candidate: dict[str, Any]) -> float:
+        path = data_dir / candidate["audio"]
+        if not path.is_file():
+            raise InputError(f"{path} (the audio of clip {candidate['id']}) is missing", "rerun lsync preprocess")
+        r = best_lag_correlation(own, frame_loudness(path)).r
+        return float("inf") if r is None else r
+
+    return min(sorted(candidates, key=lambda c: c["id"]), key=similarity)
 
 
 def run_pairs(pairs: list[Pair], out_dir: str | Path, config: InferConfig, overwrite: bool = False,

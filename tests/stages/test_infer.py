@@ -386,32 +386,54 @@ def test_demo_1080p_pingpong_output_matches_the_input_away_from_the_face(media_v
         assert _psnr(outputs[k][keep], inputs[int(plan[k])][keep]) >= 40.0, k
 
 
-def test_pairs_from_data_take_val_sources_driven_by_another_clips_audio(tmp_path):
-    from lsync.manifest import append_records, describe_input, write_manifest
+def _speech_like(envelope: np.ndarray, seed: int) -> np.ndarray:
+    """(frames * 640,) noise whose per-frame loudness is ``envelope`` (one value per 25 fps frame)."""
+    noise = np.random.default_rng(seed).uniform(-1, 1, (len(envelope), 640))
+    return (0.5 * envelope[:, None] * noise).reshape(-1).astype(np.float32)
+
+
+def test_pairs_from_data_drive_val_sources_with_the_least_similar_audio_of_another_source(tmp_path):
     from lsync.errors import InputError
+    from lsync.manifest import append_records, describe_input, write_manifest
+    from lsync.media.audio import write_wav
     from lsync.stages.infer import pairs_from_data
 
     raw, data = tmp_path / "raw", tmp_path / "data set"
     raw.mkdir()
+    (data / "clips").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    syllables = rng.uniform(0.1, 1.0, 60).repeat(4)  # (240,) frames of a loudness that changes every 4 frames
+    envelopes = {0: np.zeros(240),  # silent: its correlation is undefined, so it is never preferred
+                 1: syllables,
+                 2: syllables * 0.9 + 0.05,  # the same speech rhythm as talk 1: the driver a check must avoid
+                 3: rng.uniform(0.1, 1.0, 60).repeat(4)}  # other speech
+    splits = {0: "train", 1: "val", 2: "train", 3: "train"}
     records, inputs = [], []
-    for number, split in enumerate(["train", "val", "train"]):
-        source = raw / f"talk {number}.mp4"
-        source.write_bytes(f"video {number}".encode())
+    for number, envelope in envelopes.items():
+        samples = _speech_like(envelope, seed=number)
+        source = raw / f"talk {number}.wav"  # a source's own soundtrack is read from the source file itself
+        write_wav(source, samples)
+        write_wav(data / "clips" / f"talk_{number}-000.wav", samples)
         entry = describe_input(source, "video")
         inputs.append(entry)
         records.append({"id": f"talk_{number}-000", "source": source.name, "source_digest": entry["digest"],
-                        "split": split, "audio": f"clips/talk_{number}-000.wav"})
+                        "split": splits[number], "audio": f"clips/talk_{number}-000.wav"})
     append_records(data / "clips.jsonl", *records)
     write_manifest(data, "data", {}, inputs=inputs)
 
     (pair,) = pairs_from_data(data)
-    assert pair.video == raw / "talk 1.mp4" and pair.audio == data / "clips" / "talk_2-000.wav"
-    assert pair.name == "talk 1-with-talk 2.mp4"
-    # the next clip of another source in id order, wrapping around at the end
-    assert [p.audio.name for p in pairs_from_data(data, split="train", count=5)] == ["talk_1-000.wav",
-                                                                                     "talk_0-000.wav"]
+    assert pair.video == raw / "talk 1.wav" and pair.audio == data / "clips" / "talk_3-000.wav"
+    assert pair.name == "talk 1-with-talk 3.mp4"
+    # talk 2 avoids its twin talk 1 and the silent talk 0; against the silent talk 0 every candidate is undefined,
+    # so the earliest id wins
+    drivers = {p.video.stem: p.audio.stem for p in pairs_from_data(data, split="train", count=5)}
+    assert drivers == {"talk 0": "talk_1-000", "talk 2": "talk_3-000", "talk 3": drivers["talk 3"]}
+    assert drivers["talk 3"] != "talk_0-000"
     with pytest.raises(InputError, match="no 'test' clips"):
         pairs_from_data(data, split="test")
-    (raw / "talk 1.mp4").unlink()
+    (data / "clips" / "talk_3-000.wav").unlink()
+    with pytest.raises(InputError, match=r"talk_3-000.wav \(the audio of clip talk_3-000\) is missing"):
+        pairs_from_data(data)
+    (raw / "talk 1.wav").unlink()
     with pytest.raises(InputError, match="not where"):
         pairs_from_data(data)
