@@ -444,11 +444,13 @@ def chunk_source_indices(num_positions: int, fps: float = 25, num_chunks: int | 
         raise ValueError("no Whisper positions to chunk")
     if num_chunks is None:
         num_chunks = num_whisper_chunks(num_positions, fps)
-    return _frame_indices(range(num_chunks), num_positions, fps, context)
+    return frame_chunk_indices(range(num_chunks), num_positions, fps, context)
 
 
-def _frame_indices(frames: range, num_positions: int, fps: float, context: Sequence[int]) -> torch.Tensor:
-    """``(len(frames), P)`` int64 chunk positions of the given video frames."""
+def frame_chunk_indices(frames: range, num_positions: int, fps: float = 25.0,
+                        context: Sequence[int] = DEFAULT_AUDIO_FEAT_LENGTH) -> torch.Tensor:
+    """``(len(frames), P)`` int64 Whisper positions of the given video frames' chunks
+    (:func:`whisper_chunk_indices` per frame; P = 2 (left + right + 1))."""
     rows = [whisper_chunk_indices(frame, num_positions, fps, context) for frame in frames]
     return torch.tensor(rows, dtype=torch.int64).reshape(len(frames), whisper_chunk_positions(context))
 
@@ -486,7 +488,7 @@ def feature_window(features: torch.Tensor, start_frame: int, num_frames: int = 1
     """
     if start_frame < 0:
         raise ValueError(f"start_frame must be >= 0, got {start_frame}")
-    indices = _frame_indices(range(start_frame, start_frame + num_frames), features.shape[0], fps, context)
+    indices = frame_chunk_indices(range(start_frame, start_frame + num_frames), features.shape[0], fps, context)
     return _gather_chunks(features, indices)
 
 

@@ -69,7 +69,6 @@ from lsync.audio.timing import (
     mel_start_index,
     mel_window_length,
     num_wav2lip_mel_frames,
-    whisper_chunk_indices,
 )
 from lsync.console import get_logger, progress
 from lsync.data.mask_batch import apply_mask, mask_tensor
@@ -256,11 +255,12 @@ class UNetDataCache:
         window needs; equal to :func:`lsync.audio.whisper.feature_window` on the whole array."""
         from safetensors import safe_open
 
+        from lsync.audio.whisper import frame_chunk_indices
+
         with safe_open(str(path), framework="pt") as f:
             features = f.get_slice("features")
             positions = features.get_shape()[0]
-            indices = torch.tensor([whisper_chunk_indices(frame, positions, context=context)
-                                    for frame in range(start_frame, start_frame + num_frames)])
+            indices = frame_chunk_indices(range(start_frame, start_frame + num_frames), positions, context=context)
             low, high = int(indices.min()), int(indices.max()) + 1
             block = features[low:high]  # (high - low, L+1, D)
         return block[indices - low].reshape(num_frames, -1, block.shape[-1])
