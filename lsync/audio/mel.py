@@ -64,6 +64,23 @@ def _mel_basis() -> np.ndarray:
     return librosa.filters.mel(sr=AUDIO_SR, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN, fmax=FMAX)
 
 
+def _centred_stft_magnitude(samples: np.ndarray) -> np.ndarray:
+    """``|STFT|`` exactly as ``librosa.stft(n_fft=800, hop_length=200, pad_mode="constant")`` computes it.
+
+    ``(num_samples,)`` -> ``(401, 1 + num_samples // 200)``. Written out because ``librosa.stft`` imports the
+    modules whose numba kernels compile on first use: about 20 s in every fresh environment, longer than all the
+    mel work of a demo. The steps are librosa's: centre the frames with ``n_fft // 2`` zeros on both sides, apply
+    the periodic Hann window, take the real FFT of each frame.
+    """
+    padded = np.pad(samples, N_FFT // 2, mode="constant")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::MEL_HOP]  # (T, 800), a view
+    window = scipy.signal.get_window("hann", WIN_LENGTH, fftbins=True)
+    spectrum = np.fft.rfft(frames * window, axis=-1)
+    if samples.dtype == np.float32:
+        spectrum = spectrum.astype(np.complex64)  # librosa's output precision for float32 input
+    return np.abs(spectrum).T
+
+
 def melspectrogram(samples_16k: np.ndarray, dtype: np.dtype | type = np.float64) -> np.ndarray:
     """Wav2Lip mel of 16 kHz mono samples: ``(num_samples,)`` -> ``(80, 1 + num_samples // 200)`` in ``[-4, 4]``.
 
@@ -75,8 +92,7 @@ def melspectrogram(samples_16k: np.ndarray, dtype: np.dtype | type = np.float64)
         raise InputError(f"expected mono samples of shape (n,), got {samples.shape}", "mix down to mono first")
     samples = samples.astype(dtype, copy=False)
     emphasised = scipy.signal.lfilter([1.0, -PREEMPHASIS], [1.0], samples).astype(dtype, copy=False)
-    spectrum = librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=MEL_HOP, win_length=WIN_LENGTH, pad_mode="constant")
-    magnitude = np.abs(spectrum)
+    magnitude = _centred_stft_magnitude(emphasised)
     mel = np.dot(_mel_basis().astype(dtype, copy=False), magnitude)
     # min level 1e-5 = -100 dB, written the way the reference derives it from min_level_db.
     min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
