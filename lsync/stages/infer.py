@@ -42,6 +42,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -765,12 +766,13 @@ def read_pairs(path: str | Path, codec: str = "h264") -> list[Pair]:
 def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1, codec: str = "h264") -> list[Pair]:
     """Pairs for a held-out check: the source videos of ``count`` clips of ``split`` in a data directory
     (``lsync preprocess``), each driven by the audio of a clip from another source: the one whose loudness follows
-    the clip's own audio least (:func:`least_similar_driver`).
+    the source's own soundtrack least (:func:`least_similar_driver`).
 
     A clip's ``source`` is relative to the raw folder; its file is found among the data directory's recorded
     inputs by content digest, so a moved raw folder is reported rather than silently mismatched.
     """
     from lsync.manifest import read_manifest, read_records
+    from lsync.media.audio import frame_loudness
 
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir, kind="data")
@@ -779,6 +781,8 @@ def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1, co
     if not chosen:
         raise InputError(f"{data_dir} has no '{split}' clips", "preprocess more sources or pick another --split")
     by_digest = {item.get("digest"): Path(item["path"]) for item in manifest.get("inputs", [])}
+    # Every chosen clip compares against every other source's clips: decode each file's loudness once.
+    loudness = functools.cache(frame_loudness)
     pairs = []
     for clip in chosen:
         video = by_digest.get(clip.get("source_digest"))
@@ -788,32 +792,36 @@ def pairs_from_data(data_dir: str | Path, split: str = "val", count: int = 1, co
         others = [c for c in clips if c["source"] != clip["source"]]
         if not others:
             raise InputError(f"{data_dir} has clips of one source only", "preprocess at least two sources")
-        driver = least_similar_driver(video, others, data_dir)
+        driver = least_similar_driver(video, others, data_dir, loudness)
         audio = data_dir / driver["audio"]
         name = f"{Path(clip['source']).stem}-with-{Path(driver['source']).stem}"
         pairs.append(Pair(video, audio, output_name(video, name, codec)))
     return pairs
 
 
-def least_similar_driver(video: Path, candidates: list[dict[str, Any]], data_dir: Path) -> dict[str, Any]:
+def least_similar_driver(video: Path, candidates: list[dict[str, Any]], data_dir: Path,
+                         loudness: Callable[[Path], np.ndarray] | None = None) -> dict[str, Any]:
     """The candidate clip (a ``clips.jsonl`` record of ``data_dir``) whose audio is least like ``video``'s own
     soundtrack, by the mouth measure's loudness correlation (:mod:`lsync.mouth_metrics`, best of +-3 frames).
 
     Why: a held-out video shows lip-sync only if its mouth follows the new audio *rather than* the source's own.
     The loudness of two speech clips correlates by chance (r ~0.1-0.3), and a driver that happens to resemble the
     source would make a model that copies the source's mouth look as if it followed the driver. Ties go to the
-    earliest id; a candidate the correlation is undefined for (silent audio) comes last.
+    earliest id; a candidate the correlation is undefined for (silent audio) comes last. ``loudness`` maps a media
+    file to its ``(frames,)`` loudness (default :func:`lsync.media.audio.frame_loudness`; pass a cached one when
+    calling this repeatedly).
     """
     from lsync.media.audio import frame_loudness
     from lsync.mouth_metrics import best_lag_correlation
 
-    own = frame_loudness(video)
+    loudness = loudness or frame_loudness
+    own = loudness(video)
 
     def similarity(candidate: dict[str, Any]) -> float:
         path = data_dir / candidate["audio"]
         if not path.is_file():
             raise InputError(f"{path} (the audio of clip {candidate['id']}) is missing", "rerun lsync preprocess")
-        r = best_lag_correlation(own, frame_loudness(path)).r
+        r = best_lag_correlation(own, loudness(path)).r
         return float("inf") if r is None else r
 
     return min(sorted(candidates, key=lambda c: c["id"]), key=similarity)

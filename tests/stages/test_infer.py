@@ -394,7 +394,8 @@ def _speech_like(envelope: np.ndarray, seed: int) -> np.ndarray:
     return (0.5 * envelope[:, None] * noise).reshape(-1).astype(np.float32)
 
 
-def test_pairs_from_data_drive_val_sources_with_the_least_similar_audio_of_another_source(tmp_path):
+def test_pairs_from_data_drive_val_sources_with_the_least_similar_audio_of_another_source(tmp_path, monkeypatch):
+    import lsync.media.audio
     from lsync.errors import InputError
     from lsync.manifest import append_records, describe_input, write_manifest
     from lsync.media.audio import write_wav
@@ -428,7 +429,12 @@ def test_pairs_from_data_drive_val_sources_with_the_least_similar_audio_of_anoth
     assert pair.name == "talk 1-with-talk 3.mp4"
     # talk 2 avoids its twin talk 1 and the silent talk 0; against the silent talk 0 every candidate is undefined,
     # so the earliest id wins
+    decoded = []
+    frame_loudness = lsync.media.audio.frame_loudness
+    monkeypatch.setattr(lsync.media.audio, "frame_loudness", lambda path: decoded.append(path) or frame_loudness(path))
     drivers = {p.video.stem: p.audio.stem for p in pairs_from_data(data, split="train", count=5)}
+    assert len(decoded) == len(set(decoded)) == 3 + 4  # each source and each clip's audio decoded once
+    monkeypatch.undo()
     assert drivers == {"talk 0": "talk_1-000", "talk 2": "talk_3-000", "talk 3": drivers["talk 3"]}
     assert drivers["talk 3"] != "talk_0-000"
     with pytest.raises(InputError, match="no 'test' clips"):
