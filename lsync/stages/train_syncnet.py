@@ -43,6 +43,9 @@ def plateau_hints(config: TrainSyncNetConfig) -> list[str]:
                      "gradients)")
     hints.append(f"a larger learning rate (--set train.lr={config.train.lr * 10:g}; small data sets need far more "
                  "than the reference's 1e-5)")
+    if config.data.other_clip_negatives > 0:
+        hints.append("negatives from the clip's own audio only (--set data.other_clip_negatives=0: a shift of the "
+                     "audio is what the model must learn to see; with half from other clips 10 clips stalled)")
     if config.train.warmup_steps == 0:
         hints.append("a warm-up (--set train.warmup_steps=100)")
     hints.append("more clips, or checking that they are in sync and the mouth is visible (lsync eval sync, "

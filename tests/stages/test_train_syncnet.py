@@ -235,11 +235,12 @@ def test_a_chance_plateau_is_warned_about_while_training(sync_data, cache_dir, t
     caplog.set_level("WARNING", logger="lsync")
     result = train_cli(sync_data, run, "--max-steps", "3", "--set", f"data.cache_dir={cache_dir}",
                        "--set", "train.val_every=1", "--set", "plateau.steps=1", "--set", "plateau.band=0.51",
-                       "--set", "loss.logit_scale=null")
+                       "--set", "loss.logit_scale=null", "--set", "data.other_clip_negatives=0.5")
     assert result.exit_code == 0, (result.output, result.exception)
     warnings = [r.getMessage() for r in caplog.records if "stuck at chance" in r.getMessage()]
     assert len(warnings) == 1 and "step 1:" in warnings[0]
     assert "loss.logit_scale=10" in warnings[0] and "train.lr=" in warnings[0]  # what to try, from its settings
+    assert "data.other_clip_negatives=0" in warnings[0]
     summary = read_manifest(run)["summary"]
     assert [p["step"] for p in summary["chance_plateaus"]] == [1]
     records = read_records(run / "metrics.jsonl")
