@@ -64,6 +64,14 @@ def _mel_basis() -> np.ndarray:
     return librosa.filters.mel(sr=AUDIO_SR, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN, fmax=FMAX)
 
 
+@lru_cache(maxsize=None)
+def _hann_window() -> np.ndarray:
+    """(800,) periodic Hann window, float64 (what ``librosa.stft`` multiplies every frame by)."""
+    window = scipy.signal.get_window("hann", WIN_LENGTH, fftbins=True)
+    window.flags.writeable = False  # shared by every call
+    return window
+
+
 def _centred_stft_magnitude(samples: np.ndarray) -> np.ndarray:
     """``|STFT|`` exactly as ``librosa.stft(n_fft=800, hop_length=200, pad_mode="constant")`` computes it.
 
@@ -74,8 +82,7 @@ def _centred_stft_magnitude(samples: np.ndarray) -> np.ndarray:
     """
     padded = np.pad(samples, N_FFT // 2, mode="constant")
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::MEL_HOP]  # (T, 800), a view
-    window = scipy.signal.get_window("hann", WIN_LENGTH, fftbins=True)
-    spectrum = np.fft.rfft(frames * window, axis=-1)
+    spectrum = np.fft.rfft(frames * _hann_window(), axis=-1)
     if samples.dtype == np.float32:
         spectrum = spectrum.astype(np.complex64)  # librosa's output precision for float32 input
     return np.abs(spectrum).T
