@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,14 @@ MODELS_DIR = CONFIGS_DIR / "models"
 
 
 # ----------------------------------------------------------------------------------------------- building
+def section(cls: type[C], **defaults: Any) -> C:
+    """A config field holding a fresh ``cls(**defaults)``: sections are mutable, so no two configs may share one.
+
+    ``train: LoopConfig = section(LoopConfig, lr=1e-3)`` is a section whose defaults differ from the class's.
+    """
+    return dataclasses.field(default_factory=functools.partial(cls, **defaults))
+
+
 def config_from_dict(cls: type[C], data: Mapping[str, Any], source: str = "config", prefix: str = "") -> C:
     """Build ``cls`` from a (possibly partial) mapping; missing keys keep their defaults.
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from lsync.config import load_model_config
+from lsync.config import load_model_config, section
 from lsync.console import get_logger, say
 from lsync.errors import CheckpointError, ConfigError, InputError
 from lsync.stages.train_unet_val import SyncScorer, ValidationSection
@@ -84,12 +84,11 @@ class UNetDataSection:
 class TrainUNetConfig:
     """A U-Net run's ``config.yaml``: presets (``configs/unet/``), ``--config`` files and ``--set`` fill it."""
 
-    model: UNetModelSection = field(default_factory=UNetModelSection)
-    loss: LossSection = field(default_factory=LossSection)
-    data: UNetDataSection = field(default_factory=UNetDataSection)
-    validation: ValidationSection = field(default_factory=ValidationSection)
-    train: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-5, batch_size=1,
-                                                                 checkpoint_weights="trainable"))
+    model: UNetModelSection = section(UNetModelSection)
+    loss: LossSection = section(LossSection)
+    data: UNetDataSection = section(UNetDataSection)
+    validation: ValidationSection = section(ValidationSection)
+    train: LoopConfig = section(LoopConfig, lr=1e-5, batch_size=1, checkpoint_weights="trainable")
     init: str | None = None  # U-Net weights to start from (latentsync_unet.pt, safetensors, checkpoint dir)
     allow_partial: bool = False  # let --init match only part of the U-Net (the rest keeps its initial value)
     syncnet: str | None = None  # SyncNet run dir, checkpoint dir or stable_syncnet.pt (default: the preset's file)

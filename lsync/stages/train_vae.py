@@ -25,14 +25,14 @@ schedule assumes - SD's 0.18215 was found the same way for its VAE. ``lsync trai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lsync.config import load_model_config
+from lsync.config import load_model_config, section
 from lsync.console import get_logger
 from lsync.errors import ConfigError, InputError
 from lsync.training.loop import LoopConfig
@@ -68,10 +68,10 @@ class VAEDataSection:
 
 @dataclass
 class TrainVAEConfig:
-    model: VAEModelSection = field(default_factory=VAEModelSection)
-    loss: VAELossSection = field(default_factory=VAELossSection)
-    data: VAEDataSection = field(default_factory=VAEDataSection)
-    train: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-3, batch_size=32, warmup_steps=20))
+    model: VAEModelSection = section(VAEModelSection)
+    loss: VAELossSection = section(VAELossSection)
+    data: VAEDataSection = section(VAEDataSection)
+    train: LoopConfig = section(LoopConfig, lr=1e-3, batch_size=32, warmup_steps=20)
     init: str | None = None  # a diffusers VAE folder (or finished vae run) to fine-tune
 
 

@@ -7,14 +7,14 @@ the U-Net's sync loss) load what it trained, so it lives in ``training/`` instea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lsync.config import config_from_dict, load_model_config, load_yaml
+from lsync.config import config_from_dict, load_model_config, load_yaml, section
 from lsync.errors import ConfigError, InputError
 from lsync.training.loop import LoopConfig
 from lsync.training.run_dir import CONFIG_FILE
@@ -68,11 +68,11 @@ class SyncNetPlateauSection:
 class TrainSyncNetConfig:
     """A SyncNet run's ``config.yaml``: presets (``configs/syncnet/``), ``--config`` files and ``--set`` fill it."""
 
-    model: SyncNetModelSection = field(default_factory=SyncNetModelSection)
-    data: SyncNetDataSection = field(default_factory=SyncNetDataSection)
-    loss: SyncNetLossSection = field(default_factory=SyncNetLossSection)
-    plateau: SyncNetPlateauSection = field(default_factory=SyncNetPlateauSection)
-    train: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-5, batch_size=256))
+    model: SyncNetModelSection = section(SyncNetModelSection)
+    data: SyncNetDataSection = section(SyncNetDataSection)
+    loss: SyncNetLossSection = section(SyncNetLossSection)
+    plateau: SyncNetPlateauSection = section(SyncNetPlateauSection)
+    train: LoopConfig = section(LoopConfig, lr=1e-5, batch_size=256)
     init: str | None = None  # weights to fine-tune from (stable_syncnet.pt, safetensors, or a checkpoint dir)
 
 
