@@ -68,7 +68,10 @@ ABOVE_FIXED_V = -10.0  # nose/upper face: never moves
 NECK_FIXED_V = CHIN_V + 12.0  # below the chin the displacement fades out
 JAW_HALF_WIDTH = 18.0  # super-Gaussian half width of the moving jaw (source px)
 MOUTH_HALF_WIDTH = 17.0  # half width of the dark mouth interior
-MAX_JAW_DROP = 10.0  # source px at full opening (~24 px in the output, ~10 % of the face height)
+MAX_JAW_DROP = 10.0  # default lower-lip drop at full opening (source px; ~24 px in the output)
+# The chin follows the lower lip down by at most this much (source px; at rest the lips close by pulling it up
+# ~6.6 px), so a larger --jaw-drop stretches the mouth rather than pushing the chin out of the repainted region.
+MAX_CHIN_DROP = 4.0
 UPPER_LIP_LIFT = 0.0  # upper lip rises by this fraction of the jaw drop (0: it would show beside the nose)
 REST_CLOSURE = 0.95  # at opening 0 the lower lip rises by 95 % of the photo's lip gap: closed lips
 INTERIOR_RGB = np.array([52.0, 16.0, 22.0], dtype=np.float32)
@@ -140,6 +143,7 @@ def synthesize(
     faces: int = 1,
     speaker: str | Sequence[str] = "random",
     syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE,
+    jaw_drop: float = MAX_JAW_DROP,
 ) -> list[SynthClip]:
     """Write ``clips`` talking-head mp4 files (H.264 + AAC) and a ``raw`` ``lsync.json`` into ``out_dir``.
 
@@ -159,6 +163,9 @@ def synthesize(
             (``speaker``, ``speaker_index``, ``faces``).
         syllable_rate: (lowest, highest) syllables per second; each phrase draws its rate between them. The same
             seed gives the same phrases and pitches at another rate, only stretched.
+        jaw_drop: how far the lower lip drops at full opening (photo px; the face is ~2.4x larger in a
+            512 x 640 frame). At the loudest syllables the face mesh's lip gap reaches ~7 % of the face height
+            with the default 10 px, ~11 % with 14 and ~15 % with 18 (wide-open speech).
 
     Returns:
         the clips written, in order; their ``record()`` dicts are also the manifest's ``summary.files``.
@@ -179,6 +186,8 @@ def synthesize(
     if len(speakers) != clips or any(s not in (*SPEAKERS, "random") for s in speakers):
         raise ValueError(f"speaker must be one of {SPEAKERS + ('random',)} (one for all clips or one per clip), "
                          f"got {speaker!r}")
+    if not 0 < jaw_drop <= CHIN_V - LOWER_LIP_V:  # the open lower lip stays well above the chin
+        raise ValueError(f"jaw_drop must be in (0, {CHIN_V - LOWER_LIP_V:.1f}] photo px, got {jaw_drop}")
     if faces == 2 and size == DEFAULT_SIZE:
         size = DEFAULT_SIZE_TWO_FACES
     width, height = size
@@ -194,17 +203,17 @@ def synthesize(
             rng = np.random.default_rng([seed, index])
             if faces == 1:
                 clip = _write_clip(out, index, rng, photo, num_frames, fps, offset, width, height, sample_rate,
-                                   crf, preset, (low_rate, high_rate))
+                                   crf, preset, (low_rate, high_rate), jaw_drop)
             else:
                 clip = _write_two_face_clip(out, index, seed, speakers[index], photo, num_frames, fps, offset,
-                                            width, height, sample_rate, crf, preset)
+                                            width, height, sample_rate, crf, preset, jaw_drop)
             log.debug("wrote %s (%d frames, audio offset %+d frames)", clip.path, num_frames, offset)
             written.append(clip)
             bar.update(task, advance=1)
 
     config = {"seed": seed, "clips": clips, "seconds": seconds, "fps": fps, "av_offset": offsets,
               "size": [width, height], "sample_rate": sample_rate, "crf": crf, "preset": preset,
-              "syllable_rate": [low_rate, high_rate]}
+              "syllable_rate": [low_rate, high_rate], "jaw_drop": jaw_drop}
     if faces == 2:
         config.update(faces=2, speaker=speakers)
     summary = {"num_clips": clips, "files": [clip.record() for clip in written],
@@ -222,7 +231,8 @@ def astronaut_photo() -> np.ndarray:
 
 def _write_clip(out: Path, index: int, rng: np.random.Generator, photo: np.ndarray, num_frames: int,
                 fps: float, offset: int, width: int, height: int, sample_rate: int, crf: int,
-                preset: str, syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE) -> SynthClip:
+                preset: str, syllable_rate: tuple[float, float] = DEFAULT_SYLLABLE_RATE,
+                jaw_drop: float = MAX_JAW_DROP) -> SynthClip:
     # Speech long enough for both windows: the mouth follows speech frames [mouth_start, +num_frames),
     # the file's audio plays speech frames [audio_start, +num_frames); audio_start - mouth_start = -offset
     # puts the sound of mouth frame t at audio frame t + offset.
@@ -243,14 +253,14 @@ def _write_clip(out: Path, index: int, rng: np.random.Generator, photo: np.ndarr
         with VideoWriter(path, fps, width, height, crf=crf, preset=preset, audio_path=wav, audio_bitrate="128k",
                          shortest=False, threads=2, bitexact=True) as writer:
             for t in range(num_frames):
-                writer.write(render_frame(photo, opening[t], motion[t], width, height))
+                writer.write(render_frame(photo, opening[t], motion[t], width, height, jaw_drop=jaw_drop))
     return SynthClip(name=name, path=path, index=index, av_offset_frames=offset, num_frames=num_frames,
                      fps=fps, duration_s=num_frames / fps, sample_rate=sample_rate)
 
 
 def _write_two_face_clip(out: Path, index: int, seed: int, speaker: str, photo: np.ndarray, num_frames: int,
                          fps: float, offset: int, width: int, height: int, sample_rate: int, crf: int,
-                         preset: str) -> SynthClip:
+                         preset: str, jaw_drop: float = MAX_JAW_DROP) -> SynthClip:
     """Two faces side by side, each drawn like a single-face clip in its half of the frame with its own speech;
     the soundtrack is the speech of ``speaker`` (``random``: left or right, drawn from the clip's rng)."""
     layout = np.random.default_rng([seed, index, 2])
@@ -301,7 +311,7 @@ def _write_two_face_clip(out: Path, index: int, seed: int, speaker: str, photo: 
                          shortest=False, threads=2, bitexact=True) as writer:
             for t in range(num_frames):
                 halves = [render_frame(photo, openings[face][t], motions[face][t], panel, height,
-                                       float(scales[face])) for face in range(2)]
+                                       float(scales[face]), jaw_drop) for face in range(2)]
                 frame = np.concatenate(halves, axis=1)
                 if frame.shape[1] != width:  # odd panel split: pad the last column
                     frame = np.pad(frame, ((0, 0), (0, width - frame.shape[1]), (0, 0)), mode="edge")
@@ -406,10 +416,10 @@ def head_motion(rng: np.random.Generator, num_frames: int, fps: float) -> np.nda
 
 
 def render_frame(photo: np.ndarray, opening: float, motion: np.ndarray, width: int, height: int,
-                 face_scale: float = 1.0) -> np.ndarray:
+                 face_scale: float = 1.0, jaw_drop: float = MAX_JAW_DROP) -> np.ndarray:
     """One (height, width, 3) uint8 frame: the photo with the mouth opened by ``opening`` in [0, 1],
     then moved by ``motion`` = (tx, ty, roll degrees, zoom); ``face_scale`` < 1 draws a smaller face."""
-    face = open_mouth(photo, opening)
+    face = open_mouth(photo, opening, jaw_drop)
     return cv2.warpAffine(face, _frame_matrix(motion, width, height, face_scale), (width, height),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
@@ -431,13 +441,13 @@ _FAR = 1e4
 _ROI = (int(MOUTH_X - 50), int(GAP_Y + ABOVE_FIXED_V - 12), int(MOUTH_X + 50), int(GAP_Y + NECK_FIXED_V + 12))
 
 
-def open_mouth(photo: np.ndarray, opening: float) -> np.ndarray:
-    """The photo with the mouth closed at ``opening = 0`` and opened by ``opening * MAX_JAW_DROP`` px.
+def open_mouth(photo: np.ndarray, opening: float, jaw_drop: float = MAX_JAW_DROP) -> np.ndarray:
+    """The photo with the mouth closed at ``opening = 0`` and opened by ``opening * jaw_drop`` px.
 
     In the photo the lips are parted over the teeth. For every column x the vertical mapping
     output v -> source v (v = offset from the curved lip gap) is piecewise linear through anchors: the
     lower inner lip edge moves to ``gap(x) * (REST_CLOSURE - 1) + jaw(x)`` below the upper one, the chin
-    moves with it, the upper lip rises a little as the mouth opens, and the face above and the neck below
+    moves with it (by at most :data:`MAX_CHIN_DROP`), the upper lip rises a little as the mouth opens, and the face above and the neck below
     stay in place. Increasing anchors give a warp without fold-over; at rest the teeth band is squeezed to
     a sliver (closed lips), when open it is stretched and painted as the dark mouth interior.
     """
@@ -449,8 +459,9 @@ def open_mouth(photo: np.ndarray, opening: float) -> np.ndarray:
     gap_y = GAP_Y + GAP_TILT * dx - GAP_CURVE * dx**2
     profile = np.exp(-0.5 * (dx / JAW_HALF_WIDTH) ** 4)  # full in the middle, fading sideways
     rest_gap = LOWER_LIP_V - UPPER_LIP_V
-    jaw = (opening * MAX_JAW_DROP - REST_CLOSURE * rest_gap) * profile  # lower lip shift (down > 0)
-    lift = UPPER_LIP_LIFT * opening * MAX_JAW_DROP * profile
+    jaw = (opening * jaw_drop - REST_CLOSURE * rest_gap) * profile  # lower lip shift (down > 0)
+    chin = np.minimum(jaw, MAX_CHIN_DROP * profile)
+    lift = UPPER_LIP_LIFT * opening * jaw_drop * profile
 
     map_y = np.empty((len(ys), len(xs)), dtype=np.float32)
     interior_alpha = np.zeros((len(ys), len(xs)), dtype=np.float32)
@@ -459,7 +470,7 @@ def open_mouth(photo: np.ndarray, opening: float) -> np.ndarray:
         top, bottom = UPPER_LIP_V - lift[col], LOWER_LIP_V + jaw[col]
         source_v = np.interp(
             v,
-            [-_FAR, ABOVE_FIXED_V, top, bottom, CHIN_V + jaw[col], NECK_FIXED_V, _FAR],
+            [-_FAR, ABOVE_FIXED_V, top, bottom, CHIN_V + chin[col], NECK_FIXED_V, _FAR],
             [-_FAR, ABOVE_FIXED_V, UPPER_LIP_V, LOWER_LIP_V, CHIN_V, NECK_FIXED_V, _FAR],
         )
         map_y[:, col] = source_v + gap_y[col]
