@@ -447,9 +447,10 @@ def open_mouth(photo: np.ndarray, opening: float, jaw_drop: float = MAX_JAW_DROP
     In the photo the lips are parted over the teeth. For every column x the vertical mapping
     output v -> source v (v = offset from the curved lip gap) is piecewise linear through anchors: the
     lower inner lip edge moves to ``gap(x) * (REST_CLOSURE - 1) + jaw(x)`` below the upper one, the chin
-    moves with it (by at most :data:`MAX_CHIN_DROP`), the upper lip rises a little as the mouth opens, and the face above and the neck below
-    stay in place. Increasing anchors give a warp without fold-over; at rest the teeth band is squeezed to
-    a sliver (closed lips), when open it is stretched and painted as the dark mouth interior.
+    moves with it (down by at most :data:`MAX_CHIN_DROP`), the upper lip rises a little as the mouth opens,
+    and the face above and the neck below stay in place. Increasing anchors give a warp without fold-over;
+    at rest the teeth band is squeezed to a sliver (closed lips), when open it is stretched and painted as the
+    dark mouth interior.
     """
     opening = float(np.clip(opening, 0.0, 1.0))
     x0, y0, x1, y1 = _ROI
