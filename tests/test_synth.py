@@ -233,23 +233,14 @@ def test_the_cli_reads_a_syllable_rate_range(tmp_path):
     assert config["syllable_rate"] == [2.0, 4.0] and config["jaw_drop"] == 14.0
 
 
-def _still_lip_gap(frame: np.ndarray) -> float:
-    """Face-mesh inner-lip gap / face height of one RGB frame."""
-    import mediapipe as mp
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
-        landmarks = mesh.process(frame).multi_face_landmarks[0].landmark
-    point = {i: np.array([landmarks[i].x, landmarks[i].y]) * frame.shape[1::-1] for i in (10, 13, 14, 152)}
-    return float(np.linalg.norm(point[13] - point[14]) / np.linalg.norm(point[10] - point[152]))
-
-
 def test_jaw_drop_opens_the_lips_wider_and_moves_no_pixel_outside_the_default_mouth_region():
+    from lsync.face.lip_gap import lip_gaps
     from lsync.synth import MAX_JAW_DROP, astronaut_photo, open_mouth
 
     photo = astronaut_photo()
-    closed = _still_lip_gap(open_mouth(photo, 0.0))
-    default, wide = (_still_lip_gap(open_mouth(photo, 1.0, drop)) for drop in (MAX_JAW_DROP, 2 * MAX_JAW_DROP))
+    stills = [open_mouth(photo, 0.0), open_mouth(photo, 1.0), open_mouth(photo, 1.0, 2 * MAX_JAW_DROP)]
+    closed, default, wide = lip_gaps(stills, static=True)
     assert closed < 0.02 < default and wide > default + 0.04  # the face mesh sees the wider opening
-    np.testing.assert_array_equal(open_mouth(photo, 0.7), open_mouth(photo, 0.7, MAX_JAW_DROP))  # the default
 
     def moved_box(drop: float) -> np.ndarray:  # (y0, y1, x0, x1) of the pixels that differ, open vs closed
         ys, xs = np.nonzero(np.abs(open_mouth(photo, 1.0, drop).astype(int) - open_mouth(photo, 0.0, drop)).max(2))
