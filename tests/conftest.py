@@ -17,6 +17,19 @@ from pathlib import Path
 import cv2  # noqa: F401  # imported before decord, whose bundled libraries otherwise break cv2's PNG codec
 import pytest
 
+
+def share_cores_between_workers() -> None:
+    """Under ``pytest -n N`` (pytest-xdist), give each worker its share of the cores, set before torch loads.
+
+    Every worker's torch (and each subprocess a test starts, which inherits the variable) otherwise starts one
+    thread per core: N workers on N cores then run N x N threads that spin against each other.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+share_cores_between_workers()
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_GOLDEN = "LSYNC_REQUIRE_GOLDEN"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
