@@ -32,6 +32,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--no-proxy-server"]
 RUN_TIMEOUT_MS = 300_000  # a whole run on a loaded 2-core CI machine
+# Any other server round trip (probing an upload, a preview). Playwright's 5 s default is too short when the
+# suite's other worker keeps both cores busy: probing an upload once took longer than that.
+EXPECT_TIMEOUT_MS = 30_000
 
 
 def find_chromium() -> str | None:
@@ -121,6 +124,9 @@ def browser(chromium, server, tmp_path_factory):
 
 # ================================================================================================ helpers
 def open_page(browser, server):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     page = browser.new_page()
     page.goto(server.url)
     page.wait_for_selector("#run", timeout=60_000)
