@@ -53,7 +53,8 @@ def sleep_in_ffmpeg(task: str, counter) -> str:
     """Runs an ffmpeg that would take a minute (the stand-in for a decode), then answers."""
     from lsync.media.ffmpeg import run_ffmpeg
 
-    run_ffmpeg(["-f", "lavfi", "-i", "anullsrc", "-t", "60", "-f", "null", "-"], what="idle")
+    # -re: at the input's own pace, so it really lasts a minute (unpaced, a minute of silence takes a split second)
+    run_ffmpeg(["-re", "-f", "lavfi", "-i", "anullsrc", "-t", "60", "-f", "null", "-"], what="idle")
     return task
 
 
