@@ -30,6 +30,31 @@ def share_cores_between_workers() -> None:
 
 
 share_cores_between_workers()
+
+# The slowest test files (the CI log's --durations), slowest first. Under pytest-xdist a worker takes the next file
+# when it runs dry, so starting the long files first keeps one worker from being handed a two-minute file while the
+# other has finished (xdist's own order, most tests first, put the one-test demo file last). Files not listed keep
+# their collection order after these. A stale list only costs time, never a result.
+SLOWEST_FILES_FIRST = (
+    "tests/stages/test_infer_parity.py",
+    "tests/stages/test_preprocess.py",
+    "tests/test_demo.py",
+    "tests/app/test_app_browser.py",
+    "tests/stages/test_preprocess_media.py",
+    "tests/stages/test_train_unet.py",
+    "tests/stages/test_infer.py",
+    "tests/stages/test_train_vae.py",
+    "tests/stages/test_train_syncnet.py",
+    "tests/app/test_app_jobs.py",
+    "tests/training/test_benchmark_train_unet.py",
+    "tests/test_face_select.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: index for index, path in enumerate(SLOWEST_FILES_FIRST)}
+    # A stable sort: the tests of one file stay together and in their own order.
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_GOLDEN = "LSYNC_REQUIRE_GOLDEN"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
