@@ -54,6 +54,15 @@ def _rate_range(ctx, param, value: str) -> tuple[float, float]:
     return rate
 
 
+def _jaw_drop(ctx, param, value: float) -> float:
+    """Checked here against the synthesizer's own limit, so the CLI can never drift from it."""
+    from lsync.synth import JAW_DROP_LIMIT
+
+    if not 0 < value <= JAW_DROP_LIMIT:
+        raise click.BadParameter(f"{value:g} is not in (0, {JAW_DROP_LIMIT:.1f}] px (the lips would pass the chin)")
+    return value
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--clips", type=click.IntRange(min=1), default=4, show_default=True, help="Number of videos.")
@@ -70,7 +79,7 @@ def _rate_range(ctx, param, value: str) -> tuple[float, float]:
                    "none: closed mouths, an off-screen voice). Recorded per clip in lsync.json.")
 @click.option("--syllable-rate", default="3-6", show_default=True, metavar="LOW-HIGH", callback=_rate_range,
               help="Syllables per second of the speech, drawn per phrase (slower is clearer).")
-@click.option("--jaw-drop", type=click.FloatRange(min=0, min_open=True, max=25.9), default=10.0, show_default=True,
+@click.option("--jaw-drop", type=float, default=10.0, show_default=True, callback=_jaw_drop,
               help="How far the lower lip drops at the loudest syllables (px of the 512 px photo): the lips open "
                    "to ~7 % of the face height with 10, ~15 % with 18.")
 @verbosity_options

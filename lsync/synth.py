@@ -72,6 +72,7 @@ MAX_JAW_DROP = 10.0  # default lower-lip drop at full opening (source px; ~24 px
 # The chin follows the lower lip down by at most this much (source px; at rest the lips close by pulling it up
 # ~6.6 px), so a larger --jaw-drop stretches the mouth rather than pushing the chin out of the repainted region.
 MAX_CHIN_DROP = 4.0
+JAW_DROP_LIMIT = CHIN_V - LOWER_LIP_V  # the largest --jaw-drop: the open lower lip stays above the chin
 UPPER_LIP_LIFT = 0.0  # upper lip rises by this fraction of the jaw drop (0: it would show beside the nose)
 REST_CLOSURE = 0.95  # at opening 0 the lower lip rises by 95 % of the photo's lip gap: closed lips
 INTERIOR_RGB = np.array([52.0, 16.0, 22.0], dtype=np.float32)
@@ -186,8 +187,8 @@ def synthesize(
     if len(speakers) != clips or any(s not in (*SPEAKERS, "random") for s in speakers):
         raise ValueError(f"speaker must be one of {SPEAKERS + ('random',)} (one for all clips or one per clip), "
                          f"got {speaker!r}")
-    if not 0 < jaw_drop <= CHIN_V - LOWER_LIP_V:  # the open lower lip stays well above the chin
-        raise ValueError(f"jaw_drop must be in (0, {CHIN_V - LOWER_LIP_V:.1f}] photo px, got {jaw_drop}")
+    if not 0 < jaw_drop <= JAW_DROP_LIMIT:
+        raise ValueError(f"jaw_drop must be in (0, {JAW_DROP_LIMIT:.1f}] photo px, got {jaw_drop}")
     if faces == 2 and size == DEFAULT_SIZE:
         size = DEFAULT_SIZE_TWO_FACES
     width, height = size

@@ -219,13 +219,19 @@ def test_syllable_rate_sets_the_pace_of_the_speech():
         synthesize(Path("unused"), clips=1, seconds=1.0, seed=0, syllable_rate=(4.0, 2.0))
 
 
-def test_the_cli_reads_a_syllable_rate_range(tmp_path):
+def test_the_cli_reads_a_syllable_rate_range_and_bounds_the_jaw_drop(tmp_path):
     from click.testing import CliRunner
 
     from lsync.cli import cli
 
     bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "raw"), "--syllable-rate", "fast"])
     assert bad.exit_code == 2 and "--syllable-rate" in bad.output and not (tmp_path / "raw").exists()
+    from lsync.synth import JAW_DROP_LIMIT
+
+    for drop in (0.0, JAW_DROP_LIMIT + 0.1):  # the CLI applies the synthesizer's own limit
+        bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "raw"), "--jaw-drop", str(drop)])
+        assert bad.exit_code == 2 and "--jaw-drop" in bad.output and f"{JAW_DROP_LIMIT:.1f}" in bad.output
+        assert not (tmp_path / "raw").exists()
     good = CliRunner().invoke(cli, ["-q", "synth", str(tmp_path / "raw"), "--clips", "1", "--seconds", "1",
                                     "--syllable-rate", "2-4", "--jaw-drop", "14"])
     assert good.exit_code == 0, good.output

@@ -112,8 +112,9 @@ def server(chromium, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(chromium, server, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)  # process-wide: every expect() of this module's tests
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium profile")), executable_path=chromium, headless=True,
@@ -124,9 +125,6 @@ def browser(chromium, server, tmp_path_factory):
 
 # ================================================================================================ helpers
 def open_page(browser, server):
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     page = browser.new_page()
     page.goto(server.url)
     page.wait_for_selector("#run", timeout=60_000)
