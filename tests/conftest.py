@@ -55,6 +55,8 @@ def pytest_collection_modifyitems(config, items):
     rank = {path: index for index, path in enumerate(SLOWEST_FILES_FIRST)}
     # A stable sort: the tests of one file stay together and in their own order.
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_GOLDEN = "LSYNC_REQUIRE_GOLDEN"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
