@@ -55,12 +55,13 @@ def _rate_range(ctx, param, value: str) -> tuple[float, float]:
 
 
 def _jaw_drop(ctx, param, value: float) -> float:
-    """Checked here against the synthesizer's own limit, so the CLI can never drift from it."""
-    from lsync.synth import JAW_DROP_LIMIT
+    """The synthesizer's own check, as a usage error before anything is written."""
+    from lsync.synth import check_jaw_drop
 
-    if not 0 < value <= JAW_DROP_LIMIT:
-        raise click.BadParameter(f"{value:g} is not in (0, {JAW_DROP_LIMIT:.1f}] px (the lips would pass the chin)")
-    return value
+    try:
+        return check_jaw_drop(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 @cli.command(context_settings=CONTEXT)

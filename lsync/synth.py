@@ -130,6 +130,13 @@ class SynthClip:
         return row
 
 
+def check_jaw_drop(jaw_drop: float) -> float:
+    """``jaw_drop`` itself, or a ValueError when it is not in (0, :data:`JAW_DROP_LIMIT`] photo px."""
+    if not 0 < jaw_drop <= JAW_DROP_LIMIT:
+        raise ValueError(f"jaw_drop must be in (0, {JAW_DROP_LIMIT:.1f}] photo px, got {jaw_drop}")
+    return jaw_drop
+
+
 def synthesize(
     out_dir: str | os.PathLike,
     clips: int,
@@ -187,8 +194,7 @@ def synthesize(
     if len(speakers) != clips or any(s not in (*SPEAKERS, "random") for s in speakers):
         raise ValueError(f"speaker must be one of {SPEAKERS + ('random',)} (one for all clips or one per clip), "
                          f"got {speaker!r}")
-    if not 0 < jaw_drop <= JAW_DROP_LIMIT:
-        raise ValueError(f"jaw_drop must be in (0, {JAW_DROP_LIMIT:.1f}] photo px, got {jaw_drop}")
+    check_jaw_drop(jaw_drop)
     if faces == 2 and size == DEFAULT_SIZE:
         size = DEFAULT_SIZE_TWO_FACES
     width, height = size
