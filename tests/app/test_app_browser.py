@@ -259,7 +259,10 @@ def test_upload_preview_run_and_download(browser, server, app_media):
     assert "preview: frame 25 (1.00 s) of chunk 16-31" in status, status
     strip = page.locator("#strip img")
     expect(strip).to_be_visible()
-    assert page.evaluate("(img) => img.complete && img.naturalWidth", strip.element_handle()) >= 4 * 160
+    # Visible is not loaded (the img is lazy): wait for the PNG itself, then check its width.
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=strip.element_handle(),
+                           timeout=EXPECT_TIMEOUT_MS)
+    assert page.evaluate("(img) => img.naturalWidth", strip.element_handle()) >= 4 * 160
     shot(page, "02-preview")
 
     # Run: a progress bar with the stage, rate and ETA, then the player, the download link and lsync.json.
