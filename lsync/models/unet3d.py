@@ -147,14 +147,12 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
             motion_module_kwargs=motion_module_kwargs,
         )
 
-        output_channel = block_out_channels[0]
         for i, block_type in enumerate(down_block_types):
-            input_channel, output_channel = output_channel, block_out_channels[i]
             self.down_blocks.append(
                 get_down_block(
                     block_type,
-                    in_channels=input_channel,
-                    out_channels=output_channel,
+                    in_channels=block_out_channels[max(i - 1, 0)],  # conv_in already gives block 0 its width
+                    out_channels=block_out_channels[i],
                     num_layers=layers_per_block,
                     add_downsample=i < num_blocks - 1,
                     downsample_padding=downsample_padding,

@@ -82,7 +82,11 @@ class UNetDataSection:
 
 @dataclass
 class TrainUNetConfig:
-    """A U-Net run's ``config.yaml``: presets (``configs/unet/``), ``--config`` files and ``--set`` fill it."""
+    """A U-Net run's ``config.yaml``: presets (``configs/unet/``), ``--config`` files and ``--set`` fill it.
+
+    ``loss`` holds the four weights (a weight of 0 skips that term's computation); ``syncnet`` is the frozen
+    expert behind the sync loss, ``init`` the U-Net weights a run starts from (``latentsync_unet.pt`` to fine-tune the release).
+    """
 
     model: UNetModelSection = section(UNetModelSection)
     loss: LossSection = section(LossSection)

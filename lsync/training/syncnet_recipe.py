@@ -66,7 +66,11 @@ class SyncNetPlateauSection:
 
 @dataclass
 class TrainSyncNetConfig:
-    """A SyncNet run's ``config.yaml``: presets (``configs/syncnet/``), ``--config`` files and ``--set`` fill it."""
+    """A SyncNet run's ``config.yaml``: presets (``configs/syncnet/``), ``--config`` files and ``--set`` fill it.
+
+    The dataclass defaults are LatentSync's recipe (raw-cosine BCE, AdamW 1e-5, batch 256); ``16_pixel_attn`` adds
+    the released geometry to them, ``tiny`` is the fast CPU recipe (logit-scaled loss, same-clip negatives).
+    """
 
     model: SyncNetModelSection = section(SyncNetModelSection)
     data: SyncNetDataSection = section(SyncNetDataSection)
