@@ -34,7 +34,7 @@ from benchmarks._common import emit_json, load_average, log  # noqa: E402
 
 #: The recipe of the ``tiny`` preset before issue 19, as overrides of the current preset.
 BEFORE = ["train.num_workers=1", "loss.logit_scale=null", "train.lr_schedule=constant",
-          "data.other_clip_negatives=0.5"]
+          "data.other_clip_negatives=0.5", "data.group_size=1", "train.batch_size=32"]
 #: (what changed, the overrides of BEFORE it removes). Each row keeps the changes of the rows above it.
 CHANGES = [
     ("tiny recipe before issue 19 (BCE on the raw cosine, lr 5e-4 constant, batch 32, 1 loader process, half the "
@@ -45,6 +45,8 @@ CHANGES = [
     ("cosine decay of the learning rate to 0.05 x over 1500 steps", ["train.lr_schedule=constant"]),
     ("every negative the clip's own audio shifted (other_clip_negatives 0, was 0.5)",
      ["data.other_clip_negatives=0.5"]),
+    ("in-group negatives: groups of 8 windows of one clip, each video window against all 8 audio windows (batch 4 "
+     "groups = the same 32 windows a step)", ["data.group_size=1", "train.batch_size=32"]),
 ]
 
 

@@ -12,6 +12,11 @@ The items of an epoch are all ``(clip, s)`` windows (every ``window_stride`` fra
 are drawn from ``sample_rng(seed, epoch, position)``, so the dataset is a pure function of the
 :class:`~lsync.training.sampling.SampleKey` it is asked for.
 
+:class:`SyncNetGroupDataset` serves the same windows in groups of ``group_size`` from one clip, each with its own
+audio: a training step then scores every video window against every audio window of its group (one positive per
+window, the same-clip shifts as negatives), so one forward pass of ``G K`` windows supervises ``G K`` positives and
+up to ``G K (K - 1)`` negatives instead of ``G K`` pairs.
+
 Clips come from a data directory (``lsync preprocess``); each clip is decoded once into a
 :class:`~lsync.data.cache.FeatureCache` entry (uint8 frames at the model's size, float32 mel).
 """
@@ -217,6 +222,62 @@ class SyncNetDataset(Dataset):
             "images": self.images(plan.video_clip, plan.video_start),
             "mel": self.mel(plan.audio_clip, plan.audio_start),
             "label": torch.tensor(float(plan.label)),
+        }
+
+
+class SyncNetGroupDataset(SyncNetDataset):
+    """Groups of ``group_size`` windows of one clip, each with its own audio, for in-group negatives.
+
+    Item ``(clip, s)`` is the group of window ``s`` and ``group_size - 1`` other start frames of the same clip,
+    drawn without replacement from ``sample_rng(seed, epoch, position)`` and preferring starts at least
+    ``min_offset`` frames from every start already chosen (so that most of the group's cross pairs are usable
+    negatives). Labels are not drawn: :func:`lsync.training.syncnet_recipe.group_pair_labels` derives them from
+    the starts.
+
+    Items: ``{"images": (K, 3F, S/2, S), "mel": (K, 1, 80, 52), "starts": (K,) int64}``.
+    """
+
+    def __init__(self, clips: Sequence[ClipFeatures], seed: int, group_size: int, num_frames: int = 16,
+                 min_offset: int = 5, window_stride: int = 1):
+        super().__init__(clips, seed, num_frames=num_frames, min_offset=min_offset, other_clip_negatives=0.0,
+                         window_stride=window_stride)
+        if group_size < 2:
+            raise InputError(f"data.group_size must be at least 2 windows, got {group_size}",
+                             "use --set data.group_size=8, or 1 for single pairs")
+        self.group_size = group_size
+        short = [self.clips[c].id for c in self.usable_clips if self.max_starts[c] + 1 < group_size]
+        if short:
+            raise InputError(f"clip {short[0]} has fewer than {group_size} windows for a group",
+                             "use a smaller data.group_size or longer clips")
+
+    def group_starts(self, key: SampleKey | int) -> tuple[int, np.ndarray]:
+        """(clip, the group's K start frames): the item's own start first, then the drawn ones."""
+        if not isinstance(key, SampleKey):
+            key = SampleKey(0, int(key), int(key))
+        clip, start = (int(v) for v in self.items[key.index])
+        rng = sample_rng(self.seed, key.epoch, key.position)
+        candidates = rng.permutation(self.max_starts[clip] + 1)
+        chosen = [start]
+        spread = [c for c in candidates if c != start]
+        # first pass: starts far from all chosen ones; then fill up with the rest (short clips)
+        for candidate in spread:
+            if len(chosen) == self.group_size:
+                break
+            if all(abs(int(candidate) - c) >= self.min_offset for c in chosen):
+                chosen.append(int(candidate))
+        for candidate in spread:
+            if len(chosen) == self.group_size:
+                break
+            if int(candidate) not in chosen:
+                chosen.append(int(candidate))
+        return clip, np.array(chosen, dtype=np.int64)
+
+    def __getitem__(self, key: SampleKey | int) -> dict[str, torch.Tensor]:
+        clip, starts = self.group_starts(key)
+        return {
+            "images": torch.stack([self.images(clip, int(s)) for s in starts]),
+            "mel": torch.stack([self.mel(clip, int(s)) for s in starts]),
+            "starts": torch.from_numpy(starts),
         }
 
 

@@ -311,11 +311,18 @@ def cosine_loss(vision_embeds: torch.Tensor, audio_embeds: torch.Tensor, y: torc
     # autocast refuses BCE outright (even on float32 inputs), so it is switched off around it.
     with torch.autocast(device_type=vision_embeds.device.type, enabled=False):
         sims = cosine_similarity(vision_embeds.float(), audio_embeds.float()).clamp(0.0, 1.0)
-        target = y.reshape(-1).to(sims.dtype)
-        if logit_scale is None:
-            return F.binary_cross_entropy(sims, target, reduction=reduction)
-        logits = float(logit_scale) * (sims - 0.5)
-        return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
+        losses = pair_loss(sims, y.reshape(-1).to(sims.dtype), logit_scale)
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return losses.mean() if reduction == "mean" else losses
+
+
+def pair_loss(sims: torch.Tensor, target: torch.Tensor, logit_scale: float | None = None) -> torch.Tensor:
+    """Element-wise BCE of similarities in [0, 1] (any shape) against labels of the same shape; float32 inputs,
+    called with autocast off (see :func:`cosine_loss`)."""
+    if logit_scale is None:
+        return F.binary_cross_entropy(sims, target, reduction="none")
+    return F.binary_cross_entropy_with_logits(float(logit_scale) * (sims - 0.5), target, reduction="none")
 
 
 sync_loss = cosine_loss

@@ -29,6 +29,7 @@ from lsync.training.syncnet_recipe import (
     evaluate_pairs,
     load_init_weights,
     roc_auc,
+    syncnet_group_step,
     syncnet_step,
 )
 
@@ -46,6 +47,9 @@ def plateau_hints(config: TrainSyncNetConfig) -> list[str]:
     if config.data.other_clip_negatives > 0:
         hints.append("negatives from the clip's own audio only (--set data.other_clip_negatives=0: a shift of the "
                      "audio is what the model must learn to see; with half from other clips 10 clips stalled)")
+    if config.data.group_size == 1:
+        hints.append("in-group negatives (--set data.group_size=8 --set train.batch_size=4: every window of a "
+                     "group scored against every audio window of the group)")
     if config.train.warmup_steps == 0:
         hints.append("a warm-up (--set train.warmup_steps=100)")
     hints.append("more clips, or checking that they are in sync and the mouth is visible (lsync eval sync, "
@@ -63,7 +67,13 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
     starts fresh (refused if the run has checkpoints), anything else is a checkpoint directory.
     Ctrl-C stops after the current step with a checkpoint and raises ``KeyboardInterrupt``.
     """
-    from lsync.data.syncnet_dataset import SyncNetDataset, evaluation_keys, load_clips, read_clip_records
+    from lsync.data.syncnet_dataset import (
+        SyncNetDataset,
+        SyncNetGroupDataset,
+        evaluation_keys,
+        load_clips,
+        read_clip_records,
+    )
     from lsync.training.accelerate_setup import make_accelerator
     from lsync.training.loop import Trainer
     from lsync.training.seeding import seed_everything
@@ -90,7 +100,11 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
     d = config.data
     dataset_args = dict(num_frames=NUM_FRAMES, min_offset=d.min_offset, other_clip_negatives=d.other_clip_negatives,
                         positive_fraction=d.positive_fraction)
-    train_set = SyncNetDataset(train_clips, config.train.seed, window_stride=d.window_stride, **dataset_args)
+    if d.group_size > 1:  # validation stays on single pairs: the measure every recipe is compared by
+        train_set = SyncNetGroupDataset(train_clips, config.train.seed, d.group_size, num_frames=NUM_FRAMES,
+                                        min_offset=d.min_offset, window_stride=d.window_stride)
+    else:
+        train_set = SyncNetDataset(train_clips, config.train.seed, window_stride=d.window_stride, **dataset_args)
     validate = None
     if val_clips:
         val_set = SyncNetDataset(val_clips, config.train.seed + 1, **dataset_args)
@@ -106,6 +120,8 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
             return {"loss": result["loss"], "accuracy": result["accuracy"], "roc_auc": auc}
 
     def step(model, batch):
+        if d.group_size > 1:
+            return syncnet_group_step(model, batch, d.min_offset, config.loss.logit_scale)
         return syncnet_step(model, batch, config.loss.logit_scale)
 
     plateau = ChancePlateau(config.plateau.steps, config.plateau.band, plateau_hints(config))

@@ -44,6 +44,9 @@ class SyncNetDataSection:
     other_clip_negatives: float = 0.5  # share of negatives whose audio comes from another clip
     positive_fraction: float = 0.5
     window_stride: int = 1  # frames between the start frames of an epoch's windows
+    # > 1: train on groups of this many windows of one clip, every video window scored against every audio
+    # window of its group (syncnet_group_step); train.batch_size then counts groups. 1: single pairs (reference)
+    group_size: int = 1
     val_samples: int = 1024  # fixed validation windows (spread over the val split)
     cache_dir: str | None = None  # decoded-clip cache (default: <data>/cache, or ~/.cache/lsync/features)
 
@@ -148,6 +151,51 @@ def syncnet_step(model, batch: dict[str, torch.Tensor], logit_scale: float | Non
     label = batch["label"]
     return {"loss": cosine_loss(vision, audio, label, logit_scale=logit_scale),
             "accuracy": sync_accuracy(vision, audio, label)}
+
+
+def group_pair_labels(starts: torch.Tensor, min_offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels of a group's video x audio pairs from their start frames ``(G, K)``: ``(labels, usable)``, both
+    ``(G, K, K)``; a window with its own audio is 1, with audio ``min_offset`` or more frames away 0, pairs nearer
+    than that are not usable (their audio still overlaps the video's)."""
+    distance = (starts[:, :, None] - starts[:, None, :]).abs()
+    positive = distance == 0
+    usable = positive | (distance >= min_offset)
+    return positive.float(), usable
+
+
+def syncnet_group_step(model, batch: dict[str, torch.Tensor], min_offset: int,
+                       logit_scale: float | None = None) -> dict[str, torch.Tensor]:
+    """One micro-batch of :class:`~lsync.data.syncnet_dataset.SyncNetGroupDataset` groups.
+
+    ``batch``: images (G, K, 3F, S/2, S), mel (G, K, 1, 80, 52), starts (G, K). Every video window meets every
+    audio window of its group. Within a group positives and negatives weigh the same (the balance of the
+    validation pairs, so the decision threshold stays where :func:`syncnet_step` puts it), and every group weighs
+    the same: the loss is a mean over groups, so processes with ``G / n`` groups each average to the loss of one
+    process with ``G``.
+    """
+    from lsync.models.syncnet import pair_loss
+
+    groups, size = batch["starts"].shape
+    vision, audio = model(batch["images"].flatten(0, 1), batch["mel"].flatten(0, 1))  # (G K, D) each
+    with torch.autocast(device_type=vision.device.type, enabled=False):
+        vision = torch.nn.functional.normalize(vision.float(), dim=1).reshape(groups, size, -1)
+        audio = torch.nn.functional.normalize(audio.float(), dim=1).reshape(groups, size, -1)
+        sims = torch.einsum("gid,gjd->gij", vision, audio).clamp(0.0, 1.0)  # (G, K, K) video i x audio j
+        labels, usable = group_pair_labels(batch["starts"], min_offset)
+        positive, negative = labels, (usable & ~labels.bool()).float()
+        loss = _balanced_group_mean(pair_loss(sims, labels, logit_scale), positive, negative)
+        accuracy = _balanced_group_mean(((sims > 0.5).float() == labels).float(), positive, negative)
+    return {"loss": loss, "accuracy": accuracy.detach()}
+
+
+def _balanced_group_mean(values: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Mean over groups of (mean over positives + mean over negatives) / 2; all (G, K, K), masks as 0/1 floats.
+    A group without a usable negative (a clip too short to spread its windows) counts its positives only."""
+    positive_mean = (values * positive).sum((1, 2)) / positive.sum((1, 2))
+    negatives = negative.sum((1, 2))
+    negative_mean = (values * negative).sum((1, 2)) / negatives.clamp(min=1)
+    per_group = torch.where(negatives > 0, 0.5 * (positive_mean + negative_mean), positive_mean)
+    return per_group.mean()
 
 
 def evaluate_pairs(model, dataset, keys, batch_size: int, device: torch.device,

@@ -21,7 +21,13 @@ from lsync.commands.evaluate import evaluate
 from lsync.commands.train import train
 from lsync.data.cache import FeatureCache
 from lsync.config import config_from_dict, load_yaml
-from lsync.data.syncnet_dataset import SyncNetDataset, evaluation_keys, load_clips, read_clip_records
+from lsync.data.syncnet_dataset import (
+    SyncNetDataset,
+    SyncNetGroupDataset,
+    evaluation_keys,
+    load_clips,
+    read_clip_records,
+)
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.checkpoints import load_model_config, load_model_weights
@@ -35,8 +41,10 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_SOURCES = 4
-# A few steps of the tiny preset with small batches, no data-loader processes and few validation pairs.
-FAST = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--set", "data.val_samples=8",
+# A few steps of the tiny preset with small batches (one group of 4 windows), no data-loader processes and few
+# validation pairs.
+FAST = ["--preset", "tiny", "--batch-size", "1", "--set", "data.group_size=4", "--workers", "0",
+        "--set", "data.val_samples=8",
         "--set", "train.log_every=1", "--set", "train.val_every=0", "--set", "train.warmup_steps=0"]
 
 
@@ -97,6 +105,67 @@ def test_samples_pair_the_mouth_half_with_the_right_mel_window(sync_data, cache_
         labels.append(plan.label)
     assert 0.25 < np.mean(labels) < 0.75
     assert kinds == {"shifted", "other clip"}
+
+
+def test_groups_hold_windows_of_one_clip_with_their_own_audio(sync_data, cache_dir):
+    clips = load_clips(sync_data, read_clip_records(sync_data, "train"), 64, cache_dir, show_progress=False)
+    dataset = SyncNetGroupDataset(clips, seed=3, group_size=6, min_offset=5)
+    pairs = SyncNetDataset(clips, seed=3, min_offset=5)
+    assert len(dataset) == len(pairs)  # the same windows, each the first of its group
+    for position in range(0, len(dataset), 17):
+        key = SampleKey(epoch=2, position=position, index=position)
+        item = dataset[key]
+        clip, starts = dataset.group_starts(key)
+        assert np.array_equal(starts, dataset.group_starts(key)[1])  # a pure function of the key
+        assert (clip, starts[0]) == tuple(dataset.items[position])
+        assert len(set(starts.tolist())) == 6 and starts.max() <= clip_max_start(clips[clip])
+        # the clips are long enough for six starts 5 frames apart: every cross pair is a negative
+        gaps = np.abs(starts[:, None] - starts[None, :])[~np.eye(6, dtype=bool)]
+        assert gaps.min() >= 5
+        assert item["images"].shape == (6, 48, 32, 64) and item["mel"].shape == (6, 1, 80, 52)
+        for k, start in enumerate(starts):
+            torch.testing.assert_close(item["images"][k], pairs.images(clip, int(start)))
+            assert np.array_equal(item["mel"][k].numpy(), mel_window(clips[clip].mel, int(start)))
+    with pytest.raises(InputError, match="group_size"):
+        SyncNetGroupDataset(clips, seed=3, group_size=1)
+    with pytest.raises(InputError, match="fewer than"):
+        SyncNetGroupDataset(clips, seed=3, group_size=10_000)
+
+
+def clip_max_start(clip) -> int:
+    return clip.max_start(16)
+
+
+def test_group_labels_and_loss_weigh_positives_and_negatives_equally():
+    from lsync.training.syncnet_recipe import group_pair_labels, syncnet_group_step
+
+    starts = torch.tensor([[0, 2, 10, 30]])
+    labels, usable = group_pair_labels(starts, min_offset=5)
+    assert torch.equal(labels[0], torch.eye(4))
+    assert not usable[0, 0, 1] and not usable[0, 1, 0]  # 2 frames apart: overlapping audio, neither label
+    assert usable[0, 0, 2] and usable[0, 2, 3] and usable[0].sum() == 16 - 2
+
+    class Fixed(torch.nn.Module):  # embeddings that are perfect except for window 3, which matches audio 2
+        def forward(self, images, mel):
+            vision = torch.eye(4)[[0, 1, 2, 2]]
+            return vision, torch.eye(4)
+
+    batch = {"images": torch.zeros(1, 4, 1), "mel": torch.zeros(1, 4, 1), "starts": starts}
+    out = syncnet_group_step(Fixed(), batch, min_offset=5, logit_scale=10.0)
+    # positives: 3 of 4 right; negatives: 9 of 10 usable right (video 3 x audio 2 scores 1)
+    assert float(out["accuracy"]) == pytest.approx(0.5 * (3 / 4 + 9 / 10))
+    right, wrong = float(torch.nn.functional.softplus(torch.tensor(-5.0))), float(torch.nn.functional.softplus(
+        torch.tensor(5.0)))  # BCE of sigmoid(10 (cos - 0.5)) at cos 1 / 0 for the right / wrong label
+    assert float(out["loss"]) == pytest.approx(0.5 * ((3 * right + wrong) / 4 + (9 * right + wrong) / 10), rel=1e-5)
+    # two groups: the mean of their balanced losses (a perfect second group adds a loss of `right`)
+    batch2 = {"images": torch.zeros(2, 4, 1), "mel": torch.zeros(2, 4, 1), "starts": torch.cat([starts, starts])}
+
+    class TwoGroups(torch.nn.Module):
+        def forward(self, images, mel):
+            return torch.cat([torch.eye(4)[[0, 1, 2, 2]], torch.eye(4)]), torch.cat([torch.eye(4), torch.eye(4)])
+
+    both = syncnet_group_step(TwoGroups(), batch2, min_offset=5, logit_scale=10.0)
+    assert float(both["loss"]) == pytest.approx(0.5 * (float(out["loss"]) + right), rel=1e-5)
 
 
 def test_frames_are_the_lower_half_of_the_face_and_channels_are_frame_major(sync_data, cache_dir):
@@ -183,8 +252,10 @@ def test_a_run_directory_has_config_metrics_chart_checkpoint_and_manifest(four_s
     assert (four_step_run / "config.yaml").is_file()
     records = read_records(four_step_run / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4]
-    # the share of the 4 pairs of the step's batch that were right; the loss a mean of per-pair BCE terms
-    assert all(r["train/accuracy"] * 4 == round(r["train/accuracy"] * 4) and r["train/loss"] > 0 for r in records)
+    # one group of 4 windows: 4 positives and 12 negatives (3 s clips spread the windows 5+ frames apart), each half
+    # weighing the same, so the step's accuracy is a multiple of 1/24
+    assert all(r["train/accuracy"] * 24 == pytest.approx(round(r["train/accuracy"] * 24)) and r["train/loss"] > 0
+               for r in records)
     # the last validation, recomputed here pair by pair from the step-4 weights
     config = config_from_dict(TrainSyncNetConfig, load_yaml(four_step_run / "config.yaml"))
     val_set = SyncNetDataset(load_clips(sync_data, read_clip_records(sync_data, "val"), 64, config.data.cache_dir,
