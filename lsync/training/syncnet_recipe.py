@@ -72,7 +72,8 @@ class TrainSyncNetConfig:
     """A SyncNet run's ``config.yaml``: presets (``configs/syncnet/``), ``--config`` files and ``--set`` fill it.
 
     The dataclass defaults are LatentSync's recipe (raw-cosine BCE, AdamW 1e-5, batch 256); ``16_pixel_attn`` adds
-    the released geometry to them, ``tiny`` is the fast CPU recipe (logit-scaled loss, same-clip negatives).
+    the released geometry to them, ``tiny`` is the fast CPU recipe (logit-scaled loss, same-clip negatives, in
+    groups of windows).
     """
 
     model: SyncNetModelSection = section(SyncNetModelSection)
