@@ -181,10 +181,7 @@ class SyncNetDataset(Dataset):
     # ------------------------------------------------------------------------------------------- planning
     def plan(self, key: SampleKey | int) -> SamplePlan:
         """The sample's sources: a pure function of ``(seed, key.epoch, key.position, key.index)``."""
-        if not isinstance(key, SampleKey):
-            key = SampleKey(0, int(key), int(key))
-        clip, start = (int(v) for v in self.items[key.index])
-        rng = sample_rng(self.seed, key.epoch, key.position)
+        key, clip, start, rng = self._item(key)
         if rng.random() < self.positive_fraction:
             return SamplePlan(clip, start, clip, start, 1)
         far_starts = self._shifted_starts(clip, start)
@@ -197,6 +194,13 @@ class SyncNetDataset(Dataset):
             raise InputError(f"clip {self.clips[clip].id} is too short for negatives {self.min_offset} frames away "
                              "and there is no other clip", "use a smaller --min-offset or more clips")
         return SamplePlan(clip, start, clip, int(far_starts[rng.integers(len(far_starts))]), 0)
+
+    def _item(self, key: SampleKey | int) -> tuple[SampleKey, int, int, np.random.Generator]:
+        """The key (a bare index is epoch 0, position = index), its window ``(clip, start)`` and its generator."""
+        if not isinstance(key, SampleKey):
+            key = SampleKey(0, int(key), int(key))
+        clip, start = (int(v) for v in self.items[key.index])
+        return key, clip, start, sample_rng(self.seed, key.epoch, key.position)
 
     def _shifted_starts(self, clip: int, start: int) -> np.ndarray:
         starts = np.arange(self.max_starts[clip] + 1)
@@ -252,24 +256,16 @@ class SyncNetGroupDataset(SyncNetDataset):
 
     def group_starts(self, key: SampleKey | int) -> tuple[int, np.ndarray]:
         """(clip, the group's K start frames): the item's own start first, then the drawn ones."""
-        if not isinstance(key, SampleKey):
-            key = SampleKey(0, int(key), int(key))
-        clip, start = (int(v) for v in self.items[key.index])
-        rng = sample_rng(self.seed, key.epoch, key.position)
-        candidates = rng.permutation(self.max_starts[clip] + 1)
+        _, clip, start, rng = self._item(key)
+        others = [int(c) for c in rng.permutation(self.max_starts[clip] + 1) if c != start]
         chosen = [start]
-        spread = [c for c in candidates if c != start]
         # first pass: starts far from all chosen ones; then fill up with the rest (short clips)
-        for candidate in spread:
-            if len(chosen) == self.group_size:
-                break
-            if all(abs(int(candidate) - c) >= self.min_offset for c in chosen):
-                chosen.append(int(candidate))
-        for candidate in spread:
-            if len(chosen) == self.group_size:
-                break
-            if int(candidate) not in chosen:
-                chosen.append(int(candidate))
+        for candidate in others:
+            if len(chosen) < self.group_size and all(abs(candidate - c) >= self.min_offset for c in chosen):
+                chosen.append(candidate)
+        for candidate in others:
+            if len(chosen) < self.group_size and candidate not in chosen:
+                chosen.append(candidate)
         return clip, np.array(chosen, dtype=np.int64)
 
     def __getitem__(self, key: SampleKey | int) -> dict[str, torch.Tensor]:

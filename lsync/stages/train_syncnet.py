@@ -15,6 +15,7 @@ the released geometry); the config sections, model and loss step are :mod:`lsync
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,10 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
     if d.group_size > 1:  # validation stays on single pairs: the measure every recipe is compared by
         train_set = SyncNetGroupDataset(train_clips, config.train.seed, d.group_size, num_frames=NUM_FRAMES,
                                         min_offset=d.min_offset, window_stride=d.window_stride)
+        step = partial(syncnet_group_step, min_offset=d.min_offset, logit_scale=config.loss.logit_scale)
     else:
         train_set = SyncNetDataset(train_clips, config.train.seed, window_stride=d.window_stride, **dataset_args)
+        step = partial(syncnet_step, logit_scale=config.loss.logit_scale)
     validate = None
     if val_clips:
         val_set = SyncNetDataset(val_clips, config.train.seed + 1, **dataset_args)
@@ -118,11 +121,6 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainSyncNetConfig, r
             if warning:
                 log.warning("syncnet: %s", warning)
             return {"loss": result["loss"], "accuracy": result["accuracy"], "roc_auc": auc}
-
-    def step(model, batch):
-        if d.group_size > 1:
-            return syncnet_group_step(model, batch, d.min_offset, config.loss.logit_scale)
-        return syncnet_step(model, batch, config.loss.logit_scale)
 
     plateau = ChancePlateau(config.plateau.steps, config.plateau.band, plateau_hints(config))
     trainer = Trainer(run_dir, model, towers, config.train, train_set, step, validate_fn=validate,
