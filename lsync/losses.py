@@ -79,6 +79,10 @@ class LossWeights:
         """Whether any pixel-space loss is on, i.e. whether the trainer must decode the one-step x0."""
         return any(getattr(self, name) > 0 for name in PIXEL_LOSSES)
 
+    def recon_only(self) -> LossWeights:
+        """These weights with every pixel loss off (a step that skips the x0 decode)."""
+        return LossWeights(recon=self.recon, sync=0.0, lpips=0.0, trepa=0.0)
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 

@@ -67,6 +67,10 @@ class LossSection:
     trepa_image_size: int | None = None  # frame size the TREPA net sees (default: the geometry's, 224)
     mixed_noise_alpha: float = 1.0  # shared-to-independent noise ratio; 0 = independent noise per frame
     uncond_prob: float = 0.0  # train with zero audio this often (the guidance branch of inference)
+    # Run the pixel losses (sync, LPIPS, TREPA: the x0 decode and three loss nets) on every k-th optimizer step
+    # only, recon on every step. 1 = every step, as LatentSync. Where the decode dominates a step (tiny models on a
+    # CPU) a larger k buys more steps in the same time.
+    pixel_loss_every: int = 1
 
 
 @dataclass
@@ -351,11 +355,13 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
         train_set = UNetDataset(data_dir, extractor, split="train", seed=config.train.seed,
                                 samples_per_clip=d.samples_per_clip, **dataset_args)
         train_set.prepare()
+    holder: dict[str, Any] = {}
     step = UNetTrainingStep(vae, make_scheduler(), weights, loss_models, config.train.seed,
-                            config.loss.mixed_noise_alpha, config.loss.uncond_prob, d.latent_memo_frames)
+                            config.loss.mixed_noise_alpha, config.loss.uncond_prob, d.latent_memo_frames,
+                            pixel_loss_every=config.loss.pixel_loss_every,
+                            completed_steps=lambda: holder["trainer"].step)
     step_fn = step_hook(step) if step_hook is not None else step
 
-    holder: dict[str, Any] = {}
     validate = None
     if accelerator.is_main_process:
         validate = _validation_renderer(run_dir, data_dir, records, train_set, extractor, vae, config, device,
@@ -403,6 +409,12 @@ def _check_loss_settings(loss: LossSection) -> None:
         raise ConfigError(f"loss.uncond_prob={loss.uncond_prob} is not a probability", "use a value in [0, 1]")
     if loss.mixed_noise_alpha < 0:
         raise ConfigError(f"loss.mixed_noise_alpha={loss.mixed_noise_alpha} is negative", "use 0 or more (1 = LatentSync)")
+    if loss.pixel_loss_every < 1:
+        raise ConfigError(f"loss.pixel_loss_every={loss.pixel_loss_every} is below 1",
+                          "use 1 (pixel losses on every step) or k > 1 (on every k-th step)")
+    if loss.pixel_loss_every > 1 and loss.recon_weight == 0:
+        raise ConfigError(f"loss.pixel_loss_every={loss.pixel_loss_every} with recon_weight 0 leaves steps with no "
+                          "loss at all", "give --recon-weight a value above 0, or set loss.pixel_loss_every=1")
 
 
 def _validation_renderer(run_dir, data_dir, records, train_set, extractor, vae, config, device, loss_models,

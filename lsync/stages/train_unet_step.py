@@ -9,7 +9,9 @@ For a batch of 16-frame windows (see :mod:`lsync.data.unet_dataset`):
    uses at inference, which the reference never trains;
 3. the U-Net reads 13 channels: noisy latents (4) + mask (1) + masked latents (4) + reference latents (4);
 4. the losses of :func:`lsync.losses.compute_losses`: recon (MSE on the noise) and, when a pixel loss is on, the
-   one-step x0 estimate decoded by the VAE for sync / LPIPS / TREPA. A loss with weight 0 never runs.
+   one-step x0 estimate decoded by the VAE for sync / LPIPS / TREPA. A loss with weight 0 never runs. With
+   ``pixel_loss_every`` k > 1 the pixel losses run on optimizer steps k, 2k, 3k ... only (counted from 1, so with
+   k dividing ``log_every`` every logged step shows all four); the other steps train recon alone.
 
 **Randomness per sample.** Timestep, noise and audio drop of a sample come from a generator seeded by
 ``(seed, epoch, position)`` of the sample (its :class:`~lsync.training.sampling.SampleKey`), not from the
@@ -19,7 +21,7 @@ global RNG: a sample trains the same way whatever the number of processes, batch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -89,13 +91,22 @@ class UNetTrainingStep:
         mixed_noise_alpha: shared-to-independent noise std ratio (0 = independent noise per frame).
         uncond_prob: probability of training a sample with all-zero audio.
         latent_memo_frames: keep this many frames' latents in memory (:class:`LatentMemo`; 0 = encode every step).
+        pixel_loss_every: run the pixel losses on every k-th optimizer step only (1 = always).
+        completed_steps: ``() -> int``, the optimizer steps finished so far (the trainer's ``step``); needed
+            when ``pixel_loss_every`` > 1. Reading the trainer's count, not counting calls, keeps the schedule
+            right under gradient accumulation and after a resume.
     """
 
     def __init__(self, vae: nn.Module, scheduler, weights: LossWeights, loss_models: LossModels, seed: int,
-                 mixed_noise_alpha: float = 1.0, uncond_prob: float = 0.0, latent_memo_frames: int = 0):
+                 mixed_noise_alpha: float = 1.0, uncond_prob: float = 0.0, latent_memo_frames: int = 0,
+                 pixel_loss_every: int = 1, completed_steps: Callable[[], int] | None = None):
+        if pixel_loss_every > 1 and completed_steps is None:
+            raise ValueError("pixel_loss_every > 1 needs completed_steps, the trainer's step count")
         self.vae = vae
         self.scheduler = scheduler
         self.weights = weights
+        self.pixel_loss_every = pixel_loss_every
+        self.completed_steps = completed_steps
         self.loss_models = loss_models
         self.seed = seed
         self.mixed_noise_alpha = mixed_noise_alpha
@@ -154,7 +165,14 @@ class UNetTrainingStep:
 
         return clip_latents(windows["gt"]), clip_latents(windows["masked"]), clip_latents(windows["reference"])
 
+    def weights_now(self) -> LossWeights:
+        """The weights of the optimizer step in progress: all of them, or recon alone between pixel-loss steps."""
+        if self.pixel_loss_every == 1 or (self.completed_steps() + 1) % self.pixel_loss_every == 0:
+            return self.weights
+        return self.weights.recon_only()
+
     def __call__(self, unet: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        weights = self.weights_now()
         gt_latents, masked_latents, ref_latents = self.encode_inputs(batch)
         draws = self.draw(batch, gt_latents)
         noisy = add_noise(self.scheduler, gt_latents, draws.noise, draws.timesteps)
@@ -165,10 +183,10 @@ class UNetTrainingStep:
         noise_pred = unet(model_input, draws.timesteps, encoder_hidden_states=audio).sample
 
         pred_frames = None
-        if self.weights.needs_pixels:
+        if weights.needs_pixels:
             x0 = one_step_x0(noisy, noise_pred.float(), draws.timesteps, self.alphas_cumprod)
             pred_frames = decode(self.vae, x0)  # (B, 3, F, H, W); gradients flow through the frozen decoder
-        losses = compute_losses(self.weights, noise_pred=noise_pred, noise=draws.noise, pred_frames=pred_frames,
+        losses = compute_losses(weights, noise_pred=noise_pred, noise=draws.noise, pred_frames=pred_frames,
                                 gt_frames=batch["frames"], mel=batch["mel"], models=self.loss_models)
         values: dict[str, torch.Tensor] = {"loss": losses.total}
         for name, raw in losses.raw.items():

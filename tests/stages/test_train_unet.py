@@ -128,6 +128,9 @@ def test_wrong_data_missing_syncnet_and_bad_patterns_are_one_line_errors(unet_da
         ((unet_data,), ConfigError, "no SyncNet was given"),
         ((unet_data, *RECON_ONLY, "--set", "model.trainable=[motion_modulez]"), ConfigError, "match no parameter"),
         ((unet_data, *RECON_ONLY, "--recon-weight", "0"), ConfigError, "nothing to train"),
+        ((unet_data, *RECON_ONLY, "--set", "loss.pixel_loss_every=0"), ConfigError, "pixel_loss_every=0 is below 1"),
+        ((unet_data, "--syncnet", str(syncnet_checkpoint), "--recon-weight", "0", "--set", "loss.pixel_loss_every=2"),
+         ConfigError, "leaves steps with no loss"),
     ]
     for (data, *args), error, text in cases:
         result = train_cli(data, tmp_path / "run", "--max-steps", "1", *args)
@@ -275,6 +278,42 @@ def test_sync_weight_0_never_runs_the_syncnet_in_a_step_and_resume_is_exact(unet
         assert all("motion_modules." in k for k in a)  # trainable-only weights
     with pytest.raises(ConfigError, match="loss.mixed_noise_alpha"):
         run_api(unet_data, split, cache_dir, *args, "loss.mixed_noise_alpha=0.5")
+
+
+def test_pixel_loss_every_k_runs_the_syncnet_on_every_kth_step_also_across_accumulation_and_resume(
+        unet_data, cache_dir, syncnet_checkpoint, tmp_path, monkeypatch):
+    """k = 2 with two micro-batches a step: steps 2 and 4 (both of their micro-batches) run the pixel losses, steps
+    1 and 3 recon alone - in a straight run and in one stopped after step 1 and resumed."""
+    counter = CountingSyncNet(monkeypatch)
+    calls_per_micro_step: list[int] = []
+    step_hook = counter.hook
+
+    def recording_hook(step_fn):
+        counted = step_hook(step_fn)
+
+        def record(model, batch):
+            before = counter.in_steps
+            out = counted(model, batch)
+            calls_per_micro_step.append(counter.in_steps - before)
+            return out
+
+        return record
+
+    counter.hook = recording_hook
+    args = [f"syncnet={syncnet_checkpoint}", "loss.pixel_loss_every=2", "train.grad_accum=2", "train.batch_size=1",
+            "validation.steps=1", "train.val_every=0", "train.max_steps=4"]
+    straight = tmp_path / "straight"
+    run_api(unet_data, straight, cache_dir, *args, counter=counter)
+    assert [calls > 0 for calls in calls_per_micro_step] == [False, False, True, True] * 2
+    records = [r for r in read_records(straight / "metrics.jsonl") if "train/recon" in r]
+    assert [r["step"] for r in records if "train/sync" in r] == [2, 4]
+    assert all(("train/lpips" in r) == ("train/trepa" in r) == ("train/sync" in r) for r in records)
+
+    calls_per_micro_step.clear()
+    split = tmp_path / "split"
+    run_api(unet_data, split, cache_dir, *args[:-1], "train.max_steps=1", counter=counter)
+    run_api(unet_data, split, cache_dir, *args, counter=counter)
+    assert [calls > 0 for calls in calls_per_micro_step] == [False, False, True, True, False, False, True, True]
 
 
 def test_partial_init_needs_allow_partial_and_reports_what_it_left(tmp_path, capsys):
