@@ -14,7 +14,7 @@ from lsync.manifest import read_manifest
 from lsync.media.probe import probe
 
 SMALL = ["--var", "clips=4", "--var", "seconds=5", "--var", "vae_steps=2", "--var", "syncnet_steps=4",
-         "--var", "unet_layers_per_block=1",
+         "--var", "unet_layers_per_block=1", "--var", "pixel_loss_every=2",
          "--var", "unet_steps=2", "--var", "unet_val_frames=16", "--var", "infer_steps=2", "--var", "seed=3"]
 STEPS = ("raw", "data", "vae", "syncnet", "data_synced", "unet", "video", "eval", "eval_mouth")
 
@@ -42,10 +42,11 @@ def test_demo_runs_every_stage_then_reruns_as_a_no_op(tmp_path):
     models = entry["models"]
     assert models["vae"]["path"] == str((workdir / "unet" / "vae").resolve())
     assert read_manifest(workdir / "unet")["config"]["model"]["vae"] == str(workdir / "vae")
-    # the U-Net trained with all four losses, at the weights the recipe names
+    # the U-Net trained with all four losses, at the weights the recipe names (step 2 is a pixel-loss step)
     last = json.loads((workdir / "unet" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train/recon_weighted", "train/sync_weighted", "train/lpips_weighted", "train/trepa_weighted"} <= set(last)
     assert read_manifest(workdir / "unet")["config"]["loss"]["sync_weight"] == 0.05
+    assert read_manifest(workdir / "unet")["config"]["loss"]["pixel_loss_every"] == 2
     assert read_manifest(workdir / "unet")["config"]["model"]["unet_overrides"] == {"layers_per_block": 1}
     assert read_manifest(workdir / "eval")["summary"]["scored"] == 1
     mouth = read_manifest(workdir / "eval_mouth")["summary"]
