@@ -356,16 +356,20 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
                                 samples_per_clip=d.samples_per_clip, **dataset_args)
         train_set.prepare()
     holder: dict[str, Any] = {}
+
+    def completed_steps() -> int:  # the trainer is built below, after the step and the validation it is given
+        return holder["trainer"].step
+
     step = UNetTrainingStep(vae, make_scheduler(), weights, loss_models, config.train.seed,
                             config.loss.mixed_noise_alpha, config.loss.uncond_prob, d.latent_memo_frames,
                             pixel_loss_every=config.loss.pixel_loss_every,
-                            completed_steps=lambda: holder["trainer"].step)
+                            completed_steps=completed_steps)
     step_fn = step_hook(step) if step_hook is not None else step
 
     validate = None
     if accelerator.is_main_process:
         validate = _validation_renderer(run_dir, data_dir, records, train_set, extractor, vae, config, device,
-                                        loss_models, lambda: holder["trainer"].step)
+                                        loss_models, completed_steps)
     trainer = Trainer(run_dir, unet, checkpoint_config, config.train, train_set, step_fn, validate_fn=validate,
                       collate_fn=collate_unet_batch, accelerator=accelerator, description="unet",
                       on_step_end=on_step_end)

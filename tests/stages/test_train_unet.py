@@ -85,6 +85,7 @@ class CountingSyncNet:
         self.total = 0
         self.in_steps = 0
         self.steps = 0
+        self.per_step: list[int] = []  # forward calls inside each step_fn call (one micro-batch), in order
         original = StableSyncNet.forward
 
         def forward(module, *args, **kwargs):
@@ -97,6 +98,7 @@ class CountingSyncNet:
         def counted(model, batch):
             before = self.total
             out = step_fn(model, batch)
+            self.per_step.append(self.total - before)
             self.in_steps += self.total - before
             self.steps += 1
             return out
@@ -285,35 +287,20 @@ def test_pixel_loss_every_k_runs_the_syncnet_on_every_kth_step_also_across_accum
     """k = 2 with two micro-batches a step: steps 2 and 4 (both of their micro-batches) run the pixel losses, steps
     1 and 3 recon alone - in a straight run and in one stopped after step 1 and resumed."""
     counter = CountingSyncNet(monkeypatch)
-    calls_per_micro_step: list[int] = []
-    step_hook = counter.hook
-
-    def recording_hook(step_fn):
-        counted = step_hook(step_fn)
-
-        def record(model, batch):
-            before = counter.in_steps
-            out = counted(model, batch)
-            calls_per_micro_step.append(counter.in_steps - before)
-            return out
-
-        return record
-
-    counter.hook = recording_hook
     args = [f"syncnet={syncnet_checkpoint}", "loss.pixel_loss_every=2", "train.grad_accum=2", "train.batch_size=1",
             "validation.steps=1", "train.val_every=0", "train.max_steps=4"]
     straight = tmp_path / "straight"
     run_api(unet_data, straight, cache_dir, *args, counter=counter)
-    assert [calls > 0 for calls in calls_per_micro_step] == [False, False, True, True] * 2
+    assert [calls > 0 for calls in counter.per_step] == [False, False, True, True] * 2
     records = [r for r in read_records(straight / "metrics.jsonl") if "train/recon" in r]
     assert [r["step"] for r in records if "train/sync" in r] == [2, 4]
     assert all(("train/lpips" in r) == ("train/trepa" in r) == ("train/sync" in r) for r in records)
 
-    calls_per_micro_step.clear()
+    counter.per_step.clear()
     split = tmp_path / "split"
     run_api(unet_data, split, cache_dir, *args[:-1], "train.max_steps=1", counter=counter)
     run_api(unet_data, split, cache_dir, *args, counter=counter)
-    assert [calls > 0 for calls in calls_per_micro_step] == [False, False, True, True, False, False, True, True]
+    assert [calls > 0 for calls in counter.per_step] == [False, False, True, True, False, False, True, True]
 
 
 def test_partial_init_needs_allow_partial_and_reports_what_it_left(tmp_path, capsys):
