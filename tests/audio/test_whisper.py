@@ -174,6 +174,31 @@ def test_stem_output_includes_positional_table(small_encoder):
     assert torch.equal(states[0, :, 0], sinusoids(40, 16))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seeded_random_tiny_encoder_tokens_carry_the_loudness(seed):
+    """The demo's random whisper-tiny: its stem's audio content is on the positional table's scale, and the
+    loudness of each video frame explains a tenth or more of the variance of that frame's tokens (with PyTorch-style
+    1/fan_in stem weights the table drowned it: content ~1/5 of the table, loudness ~2 % of the variance)."""
+    from lsync.synth import frame_envelope, speech_like_audio
+
+    config = yaml.safe_load((REPO_ROOT / "configs" / "models" / "whisper_tiny.yaml").read_text())
+    extractor = WhisperFeatureExtractor(build_whisper_encoder(config, seed=seed))
+    samples = speech_like_audio(np.random.default_rng(seed), 6 * 16000, 16000)
+    num_frames = 6 * 25
+    with torch.no_grad():
+        features = extractor(samples)  # (T50, L+1, D)
+    table = sinusoids(features.shape[0], features.shape[-1])
+    content = features[:, 0] - table  # the stem's output without the positions
+    assert content.norm(dim=-1).mean() >= 0.5 * table.norm(dim=-1).mean()
+
+    tokens = feature_window(features, 0, num_frames, context=(0, 0)).reshape(num_frames, -1).double().numpy()
+    loudness = frame_envelope(samples, num_frames, 25, 16000)
+    centred = tokens - tokens.mean(0)
+    standard = (loudness - loudness.mean()) / loudness.std()
+    along_loudness = centred.T @ standard / num_frames  # per token dimension: covariance with the loudness
+    assert (along_loudness ** 2).sum() / centred.var(0).sum() >= 0.1
+
+
 def test_encoder_is_not_causal_and_mixes_positions(small_encoder):
     """Changing the last log-mel columns changes the first positions' block outputs (global attention)."""
     mel = _random_log_mel(80)[None]
