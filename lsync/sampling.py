@@ -212,11 +212,33 @@ def _load_preset_and_unet(preset: str, weights_dir: str | Path | None, unet: str
                              audio=WhisperFeatureExtractor(load_whisper_encoder(files["whisper"]), windowing=windowing),
                              scheduler=make_scheduler(), files=files)
     bundle.unet = _load_unet(source, preset_unet_config).eval()
+    check_audio_encoder(source, bundle)
     weights = source / "model.safetensors" if source.is_dir() else source
     ids["unet"] = {"path": str(source), "digest": quick_file_digest(weights)}
     ids["files"] = {role: {"path": str(path), "digest": quick_file_digest(path)}
                     for role, path in sorted(bundle.files.items())}
     return bundle, ids
+
+
+def check_audio_encoder(unet_source: Path, bundle) -> None:
+    """Refuse a U-Net checkpoint that names (``_audio_encoder`` in its ``config.json``) another Whisper encoder
+    than the bundle's: it would get tokens it never saw and move the mouth with nothing in the audio. Released
+    weights and checkpoints of older lsync versions name none and are not checked."""
+    from lsync.audio.whisper import AUDIO_ENCODER_KEY, encoder_digest
+    from lsync.checkpoints import CONFIG_NAME, load_model_config
+
+    if not (unet_source.is_dir() and (unet_source / CONFIG_NAME).is_file()):
+        return
+    trained_with = load_model_config(unet_source).get(AUDIO_ENCODER_KEY)
+    if trained_with is None:
+        return
+    here = encoder_digest(bundle.audio.encoder)
+    if trained_with != here:
+        raise CheckpointError(
+            f"the U-Net {unet_source} was trained with another Whisper encoder ({trained_with[:19]}...) than preset "
+            f"'{bundle.preset}' gives ({here[:19]}...; the tiny preset's random one differs between lsync versions)",
+            "retrain the U-Net with this lsync (`lsync train unet`), or infer with the preset and weights it was "
+            "trained with")
 
 
 # ================================================================================================ DeepCache

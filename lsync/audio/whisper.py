@@ -18,9 +18,11 @@ Long audio is encoded window by window; see :class:`WhisperFeatureExtractor` for
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from os import PathLike
 from pathlib import Path
@@ -297,6 +299,24 @@ def load_whisper_encoder(
     encoder = WhisperAudioEncoder(dims)
     load_encoder_state_dict(encoder, checkpoint.state_dict, source=str(path))
     return encoder.to(device=device, dtype=dtype).eval()
+
+
+#: Key of a U-Net checkpoint's ``config.json`` that records :func:`encoder_digest` of the encoder it trained with.
+AUDIO_ENCODER_KEY = "_audio_encoder"
+
+
+def encoder_digest(encoder: WhisperAudioEncoder) -> str:
+    """``sha256:<hex>`` of what the encoder computes: its dims and every weight tensor (name, dtype, shape, bytes).
+
+    A U-Net learns the tokens of one encoder; its training run records this digest so that inference can refuse
+    another one (e.g. a tiny preset's random encoder from another lsync version), which would feed it tokens it
+    has never seen and give a mouth that ignores the audio."""
+    digest = hashlib.sha256(json.dumps(asdict(encoder.dims), sort_keys=True).encode())
+    for name, tensor in encoder.state_dict().items():
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
 
 
 # ------------------------------------------------------------------------------------------------ windowing

@@ -53,7 +53,7 @@ import json
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,17 +156,12 @@ def load_clips(data_dir: str | os.PathLike, split: str | None = "train") -> list
 # ============================================================================================ the cache
 def encoder_identity(extractor: Any) -> str:
     """``sha256:<hex>`` naming what a :class:`~lsync.audio.whisper.WhisperFeatureExtractor` computes: the encoder
-    dims, the windowing and its margin, and every weight tensor (name, dtype, shape, bytes)."""
-    encoder = extractor.encoder
-    digest = hashlib.sha256()
-    setup = {"dims": asdict(encoder.dims), "windowing": extractor.windowing, "margin": extractor.margin,
-             "cache_version": CACHE_VERSION}
-    digest.update(json.dumps(setup, sort_keys=True).encode())
-    for name, tensor in encoder.state_dict().items():
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return f"sha256:{digest.hexdigest()}"
+    (:func:`~lsync.audio.whisper.encoder_digest`: dims and weights), the windowing and its margin."""
+    from lsync.audio.whisper import encoder_digest
+
+    setup = {"encoder": encoder_digest(extractor.encoder), "windowing": extractor.windowing,
+             "margin": extractor.margin, "cache_version": CACHE_VERSION}
+    return f"sha256:{hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()}"
 
 
 def _hex(digest: str) -> str:

@@ -231,6 +231,21 @@ def build_unet(config: TrainUNetConfig, resume_from: Path | None) -> tuple[torch
     return unet, {k: v for k, v in checkpoint_config.items() if v is not None}
 
 
+def record_audio_encoder(checkpoint_config: dict[str, Any], extractor, resume_from: Path | None) -> None:
+    """Name the Whisper encoder this run trains on (its digest) in every checkpoint's config: inference refuses a
+    U-Net fed another encoder's tokens. A resumed run must keep the encoder its checkpoint recorded."""
+    from lsync.audio.whisper import AUDIO_ENCODER_KEY, encoder_digest
+    from lsync.checkpoints import load_model_config as load_checkpoint_config
+
+    digest = encoder_digest(extractor.encoder)
+    before = load_checkpoint_config(resume_from).get(AUDIO_ENCODER_KEY) if resume_from is not None else None
+    if before is not None and before != digest:
+        raise ConfigError(f"{resume_from} was trained with another Whisper encoder ({before[:19]}..., now "
+                          f"{digest[:19]}...; e.g. the tiny preset's random one of another lsync version)",
+                          "train into a new run directory, or resume with the Whisper weights it was trained with")
+    checkpoint_config[AUDIO_ENCODER_KEY] = digest
+
+
 def _check_resumed_audio_context(checkpoint: Path, saved: dict[str, Any], now: list[int]) -> None:
     """A resumed U-Net keeps the audio context it was trained with (a checkpoint without the key predates it and
     was trained with the reference's (2, 2)); the weights would load either way, the data would not match."""
@@ -334,6 +349,7 @@ def run(data_dir: str | Path, run_dir: str | Path, config: TrainUNetConfig, resu
     vae, extractor = load_frozen_models(config.model)
     seed_everything(config.train.seed)
     unet, checkpoint_config = build_unet(config, resume_from)
+    record_audio_encoder(checkpoint_config, extractor, resume_from)
     if config.model.vae:
         from lsync.models.vae import VAE_KEY
 

@@ -128,6 +128,27 @@ def test_unet_checkpoints_are_found_in_run_dirs_and_loaded_strictly(tmp_path):
         resolve_unet_source(tmp_path)
 
 
+def test_a_unet_trained_with_another_whisper_encoder_is_refused(tmp_path):
+    """A checkpoint names the encoder its U-Net learned the tokens of; inference with another is a one-line error
+    (a tiny run of an older lsync version, whose random Whisper differed, would otherwise ignore the audio)."""
+    from lsync.audio.whisper import AUDIO_ENCODER_KEY, build_whisper_encoder, encoder_digest
+    from lsync.checkpoints import save_model
+    from lsync.errors import CheckpointError
+    from lsync.models.presets import model_config
+
+    bundle, _ = load_inference_models("tiny")
+    config = dict(bundle.unet.config)
+    here = encoder_digest(bundle.audio.encoder)
+    same = save_model(bundle.unet, tmp_path / "same", {**config, AUDIO_ENCODER_KEY: here})
+    assert load_inference_models("tiny", unet=same)[1]["unet"]["path"] == str(same)
+    other = encoder_digest(build_whisper_encoder(model_config("whisper_tiny"), seed=5))
+    assert other != here
+    refused = save_model(bundle.unet, tmp_path / "other", {**config, AUDIO_ENCODER_KEY: other})
+    with pytest.raises(CheckpointError, match="trained with another Whisper encoder") as error:
+        load_inference_models("tiny", unet=refused)
+    assert "\n" not in str(error.value) and str(refused) in str(error.value)
+
+
 def test_the_loader_and_the_sampler_take_the_audio_context_from_the_checkpoint(tmp_path):
     """audio_feat_length travels in config.json; the sampler cuts (and insists on) the tokens it implies."""
     from lsync.audio.whisper import feature_window

@@ -22,6 +22,7 @@ from lsync.config import resolve_config
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.media.probe import probe
+from lsync.audio.whisper import AUDIO_ENCODER_KEY, encoder_digest
 from lsync.checkpoints import load_model_config, load_model_weights, save_model
 from lsync.models.presets import model_config
 from lsync.models.syncnet import StableSyncNet
@@ -228,6 +229,8 @@ def test_checkpoint_loads_for_inference_with_ema_and_the_val_video_has_audio(fou
                                                       "training_state.pt", "rng-rank0.pt"}
     bundle, ids = load_inference_models("tiny", unet=four_loss_run)
     assert ids["unet"]["path"] == str(checkpoint)
+    # The checkpoint names the Whisper encoder its U-Net learned the tokens of: the one inference builds.
+    assert load_model_config(checkpoint)[AUDIO_ENCODER_KEY] == encoder_digest(bundle.audio.encoder)
     # The tiny preset's audio context is in the checkpoint, and the run fed its U-Net tokens of that width.
     context = load_model_config(checkpoint)["audio_feat_length"]
     assert context == model_config("unet_tiny")["audio_feat_length"] == bundle.unet.config.audio_feat_length
@@ -280,6 +283,29 @@ def test_sync_weight_0_never_runs_the_syncnet_in_a_step_and_resume_is_exact(unet
         assert all("motion_modules." in k for k in a)  # trainable-only weights
     with pytest.raises(ConfigError, match="loss.mixed_noise_alpha"):
         run_api(unet_data, split, cache_dir, *args, "loss.mixed_noise_alpha=0.5")
+
+
+def test_a_resumed_run_keeps_the_whisper_encoder_its_checkpoint_names(tmp_path):
+    """A resume whose Whisper differs from the one the checkpoint recorded (e.g. the tiny preset's random encoder
+    of another lsync version) is refused: the U-Net would go on learning from other tokens."""
+    from lsync.audio.whisper import WhisperFeatureExtractor, build_whisper_encoder
+    from lsync.stages.train_unet import record_audio_encoder
+
+    extractor = WhisperFeatureExtractor(build_whisper_encoder(model_config("whisper_tiny"), seed=0))
+    recorded: dict = {}
+    record_audio_encoder(recorded, extractor, resume_from=None)
+    assert recorded == {AUDIO_ENCODER_KEY: encoder_digest(extractor.encoder)}
+    config = {k: v for k, v in model_config("unet_tiny").items()}
+    checkpoint = save_model(torch.nn.Linear(1, 1), tmp_path / "step-000001", {**config, **recorded})
+    again: dict = {}
+    record_audio_encoder(again, extractor, resume_from=checkpoint)
+    assert again == recorded
+    other = WhisperFeatureExtractor(build_whisper_encoder(model_config("whisper_tiny"), seed=5))
+    with pytest.raises(ConfigError, match="another Whisper encoder"):
+        record_audio_encoder({}, other, resume_from=checkpoint)
+    # A checkpoint of an lsync that did not record it resumes with any encoder.
+    older = save_model(torch.nn.Linear(1, 1), tmp_path / "older", config)
+    record_audio_encoder({}, other, resume_from=older)
 
 
 def test_pixel_loss_every_k_runs_the_syncnet_on_every_kth_step_also_across_accumulation_and_resume(
