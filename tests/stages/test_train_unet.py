@@ -17,12 +17,12 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from lsync.audio.whisper import AUDIO_ENCODER_KEY, encoder_digest
 from lsync.commands.train import train
 from lsync.config import resolve_config
 from lsync.errors import CheckpointError, ConfigError, InputError, ManifestError
 from lsync.manifest import directory_digest, read_manifest, read_records, write_manifest
 from lsync.media.probe import probe
-from lsync.audio.whisper import AUDIO_ENCODER_KEY, encoder_digest
 from lsync.checkpoints import load_model_config, load_model_weights, save_model
 from lsync.models.presets import model_config
 from lsync.models.syncnet import StableSyncNet
@@ -295,7 +295,7 @@ def test_a_resumed_run_keeps_the_whisper_encoder_its_checkpoint_names(tmp_path):
     recorded: dict = {}
     record_audio_encoder(recorded, extractor, resume_from=None)
     assert recorded == {AUDIO_ENCODER_KEY: encoder_digest(extractor.encoder)}
-    config = {k: v for k, v in model_config("unet_tiny").items()}
+    config = model_config("unet_tiny")
     checkpoint = save_model(torch.nn.Linear(1, 1), tmp_path / "step-000001", {**config, **recorded})
     again: dict = {}
     record_audio_encoder(again, extractor, resume_from=checkpoint)
